@@ -1,0 +1,34 @@
+"""Demo prices: $10.00 list price, volume tiers and packages.
+
+They reproduce seed 000's example: a need of 9,000 credits is priced at the 5,000+ tier
+(7.5% off), and the next package, 9,356 credits, unlocks 10% off.
+"""
+
+from django.db import transaction
+
+from .models import CreditPackage, PriceList, VolumeTier
+
+LIST_PRICE_MINOR = 1000
+# minimum quantity -> unit price in cents
+TIERS = [(1, 1000), (1_000, 975), (2_500, 950), (5_000, 925), (10_000, 900), (20_000, 850)]
+# credits -> discount in percent off the list price
+PACKAGES = [(100, 0), (1_170, 2.5), (2_339, 5), (4_678, 7.5), (9_356, 10), (18_712, 15)]
+
+
+@transaction.atomic
+def seed() -> int:
+    price_list, _ = PriceList.objects.update_or_create(
+        currency="USD", defaults={"list_price_minor": LIST_PRICE_MINOR}
+    )
+    for minimum, unit in TIERS:
+        VolumeTier.objects.update_or_create(
+            price_list=price_list, min_quantity=minimum, defaults={"unit_price_minor": unit}
+        )
+    for credits, discount in PACKAGES:
+        price = round(credits * LIST_PRICE_MINOR * (100 - discount) / 100)
+        CreditPackage.objects.update_or_create(
+            price_list=price_list,
+            credits=credits,
+            defaults={"name": f"{credits:,} credits", "price_minor": price, "active": True},
+        )
+    return len(PACKAGES)

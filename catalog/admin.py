@@ -1,0 +1,25 @@
+from django.contrib import admin
+
+from .models import Course, Level
+
+
+class LevelInline(admin.TabularInline):
+    model = Level
+    extra = 0
+
+
+@admin.register(Course)
+class CourseAdmin(admin.ModelAdmin):
+    list_display = ["title", "category", "duration_minutes", "published"]
+    list_filter = ["published", "category"]
+    search_fields = ["title", "summary"]
+    prepopulated_fields = {"slug": ["title"]}
+    inlines = [LevelInline]
+
+
+@admin.register(Level)
+class LevelAdmin(admin.ModelAdmin):
+    list_display = ["course", "name", "order", "credit_cost"]
+    list_filter = ["course__category"]
+    search_fields = ["course__title", "name"]
+    list_select_related = ["course"]

@@ -1,0 +1,26 @@
+"""Production: every secret from the environment, HTTPS only. Passes `check --deploy` cleanly."""
+
+import os
+
+# Logs are JSON lines unless told otherwise.
+os.environ.setdefault("LOG_JSON", "true")
+
+from .base import *  # noqa: F403
+from .base import DEBUG, env, env_bool, env_int
+
+if DEBUG:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off with config.settings.production")
+
+# TLS ends at the proxy in front of gunicorn; it tells us the original scheme.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)  # noqa: F405
+# Behind the proxy, the client address for rate limiting comes from its header.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="REMOTE_ADDR")

@@ -1,0 +1,40 @@
+"""The test suite: the same real PostgreSQL and Redis as development, its own Redis database."""
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret-" + "x" * 40)
+# Playwright's sync API runs an event loop in the test thread; the ORM calls made by the
+# tests around it are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from .base import *  # noqa: F403
+from .base import REDIS_URL, env
+
+# Tests never share Redis keys with a running `make run` on the same server.
+_redis = urlsplit(env.str("TEST_REDIS_URL", default=REDIS_URL))
+REDIS_URL = urlunsplit(_redis._replace(path="/15"))
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "test",
+    }
+}
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+# Unit tests run tasks in-process; the integration tests start a real worker and beat.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LOG_LEVEL = "WARNING"
+
+# Static files come straight from static/ (no collectstatic outside production).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

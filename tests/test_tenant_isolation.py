@@ -1,0 +1,75 @@
+"""Walk every URL pattern of the project and prove that an admin of another organization
+gets 404 for each object of the first.
+
+Every pattern that takes parameters must appear in OBJECT_URLS (how to point it at an object
+of `organization`, and with which method) or in PUBLIC_PARAMETER_URLS (with the reason it is
+not scoped to an organization). A new URL that is in neither fails this test.
+"""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+pytestmark = pytest.mark.django_db
+
+# URL name -> (HTTP method, builder of kwargs for an object of `organization`)
+OBJECT_URLS: dict[str, tuple[str, Callable]] = {
+    "switch_organization": ("post", lambda org: {"slug": org.slug}),
+}
+
+PUBLIC_PARAMETER_URLS = {
+    # Signed, single-use token; not tied to an organization.
+    "password_reset_confirm",
+}
+
+# The Django admin is for support staff only; tested in tests/accounts/test_admin.py.
+EXCLUDED_NAMESPACES = {"admin"}
+
+
+def _walk(patterns, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace in EXCLUDED_NAMESPACES:
+                continue
+            namespace = f"{prefix}{entry.namespace}:" if entry.namespace else prefix
+            yield from _walk(entry.url_patterns, namespace)
+        elif entry.name:
+            yield f"{prefix}{entry.name}", entry
+
+
+def _parameters(pattern: URLPattern) -> set[str]:
+    converters = getattr(pattern.pattern, "converters", {})
+    return set(converters) or set(pattern.pattern.regex.groupindex)
+
+
+def _parameterised_url_names() -> list[str]:
+    return sorted(name for name, p in _walk(get_resolver().url_patterns) if _parameters(p))
+
+
+def test_every_parameterised_url_is_covered():
+    uncovered = [
+        name
+        for name in _parameterised_url_names()
+        if name not in OBJECT_URLS and name not in PUBLIC_PARAMETER_URLS
+    ]
+    assert uncovered == [], f"add these URLs to OBJECT_URLS in {__file__}: {uncovered}"
+
+
+@pytest.mark.parametrize("url_name", sorted(OBJECT_URLS))
+def test_outsider_gets_404_for_objects_of_another_organization(
+    url_name, organization, admin, outsider_client
+):
+    method, build_kwargs = OBJECT_URLS[url_name]
+    url = reverse(url_name, kwargs=build_kwargs(organization))
+    response = getattr(outsider_client, method)(url)
+    assert response.status_code == 404, f"{method.upper()} {url} -> {response.status_code}"
+
+
+@pytest.mark.parametrize("url_name", sorted(OBJECT_URLS))
+def test_the_member_reaches_the_same_objects(url_name, organization, admin_client):
+    # The other half of the proof: the 404 above is about the outsider, not a broken URL.
+    method, build_kwargs = OBJECT_URLS[url_name]
+    url = reverse(url_name, kwargs=build_kwargs(organization))
+    response = getattr(admin_client, method)(url)
+    assert response.status_code < 400, f"{method.upper()} {url} -> {response.status_code}"
