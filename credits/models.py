@@ -1,0 +1,260 @@
+"""The credit ledger's tables. Only `credits/services.py` writes them.
+
+- Lot: one purchase, subscription period or grant, with its own expiry.
+- Account: where credits live (the pool, a course earmark, a manager's share of a course).
+- Holding: how much of one lot one account holds; an account's balance is the sum of its
+  holdings, so moving credits between accounts keeps each lot's expiry.
+- Hold: credits reserved on an account ("assigned") without being deducted.
+- LedgerTransaction / LedgerEntry: the append-only history. Every change to a holding is one
+  entry; PostgreSQL triggers refuse UPDATE and DELETE on both tables.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Lot(models.Model):
+    class Source(models.TextChoices):
+        PURCHASE = "purchase", "Purchase"
+        SUBSCRIPTION = "subscription", "Subscription"
+        GRANT = "grant", "Grant"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="lots"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    quantity = models.PositiveIntegerField()
+    invoiced_at = models.DateTimeField(help_text="Invoice date: validity counts from here.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Blank: never expires.")
+    reference = models.CharField(max_length=255, blank=True, help_text="e.g. Stripe invoice id.")
+    expired_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["organization", "expires_at", "invoiced_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="lot_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("invoiced_at")),
+                name="lot_expires_after_invoice",
+            ),
+            models.UniqueConstraint(
+                fields=["reference"], condition=~Q(reference=""), name="lot_reference_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], condition=Q(expired_at__isnull=True), name="lot_expiry_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Lot {self.pk}: {self.quantity} ({self.get_source_display()})"
+
+
+class Account(models.Model):
+    class Kind(models.TextChoices):
+        POOL = "pool", "Universal pool"
+        COURSE = "course", "Course"
+        MANAGER = "manager", "Manager"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="credit_accounts"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    course = models.ForeignKey(
+        "catalog.Course", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # Cached figures, kept by services in the same database transaction as the entries and
+    # holds they summarise; `credits_audit` proves they match.
+    balance = models.PositiveIntegerField(default=0)
+    held = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["organization", "kind", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(balance__gte=0), name="account_balance_nonneg"),
+            models.CheckConstraint(condition=Q(held__gte=0), name="account_held_nonneg"),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="pool", course__isnull=True, manager__isnull=True)
+                    | Q(kind="course", course__isnull=False, manager__isnull=True)
+                    | Q(kind="manager", course__isnull=False, manager__isnull=False)
+                ),
+                name="account_kind_shape",
+            ),
+            models.UniqueConstraint(
+                fields=["organization"], condition=Q(kind="pool"), name="account_one_pool"
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "course"],
+                condition=Q(kind="course"),
+                name="account_one_per_course",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "course", "manager"],
+                condition=Q(kind="manager"),
+                name="account_one_per_manager_course",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.POOL:
+            return "Universal pool"
+        if self.kind == self.Kind.COURSE:
+            return f"Course: {self.course}"
+        return f"Manager {self.manager} on {self.course}"
+
+
+class Holding(models.Model):
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holdings")
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="holdings")
+    quantity = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="holding_nonneg"),
+            models.UniqueConstraint(fields=["account", "lot"], name="holding_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} of lot {self.lot_id} in account {self.account_id}"
+
+
+class LedgerTransaction(models.Model):
+    """One atomic change, with the idempotency key it was asked with. Append-only."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Credits added"
+        REDEEM = "redeem", "Redeemed"
+        HOLD = "hold", "Assigned (held)"
+        CAPTURE = "capture", "Assignment started (deducted)"
+        RELEASE = "release", "Assignment released"
+        TRANSFER = "transfer", "Allocated"
+        EXPIRE = "expire", "Expired"
+        REVOKE = "revoke", "Revoked"
+        ADJUST = "adjust", "Support adjustment"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="ledger_transactions"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    idempotency_key = models.CharField(max_length=255)
+    # A digest of the parameters: the same key with other parameters is refused.
+    fingerprint = models.CharField(max_length=64)
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    quantity = models.PositiveIntegerField(default=0, help_text="What was asked for.")
+    reference = models.CharField(max_length=255, blank=True)
+    memo = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"], name="ledger_txn_idempotency"
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "created_at"], name="ledger_txn_org_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+
+class LedgerEntry(models.Model):
+    """A signed change of one lot's quantity in one account. Append-only."""
+
+    transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
+    )
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="entries")
+    quantity = models.IntegerField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(quantity=0), name="entry_nonzero"),
+        ]
+        indexes = [models.Index(fields=["account", "created_at"], name="ledger_entry_acct_time")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity:+} lot {self.lot_id} account {self.account_id}"
+
+
+class Hold(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        CAPTURED = "captured", "Captured"
+        RELEASED = "released", "Released"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    reference = models.CharField(max_length=255, blank=True)
+    allow_overage = models.BooleanField(default=False)
+    placed_by = models.OneToOneField(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="placed_hold"
+    )
+    resolved_by = models.OneToOneField(
+        LedgerTransaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="resolved_hold",
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="hold_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(status="active", resolved_by__isnull=True)
+                | (~Q(status="active") & Q(resolved_by__isnull=False)),
+                name="hold_resolved_once",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account"], condition=Q(status="active"), name="hold_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Hold {self.pk}: {self.quantity} ({self.status})"
+
+
+class Overage(models.Model):
+    """Credits used beyond the balance under the `bill_overage` policy, billed monthly."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="overages"
+    )
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    transaction = models.OneToOneField(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="overage"
+    )
+    quantity = models.PositiveIntegerField()
+    billed_at = models.DateTimeField(null=True, blank=True)
+    invoice_reference = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="overage_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Overage {self.quantity} ({'billed' if self.billed_at else 'unbilled'})"

@@ -1,0 +1,104 @@
+"""Reads of the ledger. Figures count only lots still valid at `now`, so they are right even
+in the minutes between a lot's expiry and the job that records it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Organization
+
+from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot
+
+EXPIRING_SOON_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Balance:
+    total: int
+    held: int
+    expiring_soon: int
+
+    @property
+    def available(self) -> int:
+        return self.total - self.held
+
+    @property
+    def over_assigned(self) -> bool:
+        """Assigned (held) credits exceed the credits there are (seed 002's red balance)."""
+        return self.held > self.total
+
+
+def _valid(now: dt.datetime, prefix: str = "lot__") -> Q:
+    return Q(**{f"{prefix}expired_at__isnull": True, f"{prefix}revoked_at__isnull": True}) & (
+        Q(**{f"{prefix}expires_at__isnull": True}) | Q(**{f"{prefix}expires_at__gt": now})
+    )
+
+
+def _balance(holdings: QuerySet[Holding], held: int, now: dt.datetime) -> Balance:
+    soon = now + dt.timedelta(days=EXPIRING_SOON_DAYS)
+    figures = holdings.filter(_valid(now)).aggregate(
+        total=Coalesce(Sum("quantity"), 0),
+        expiring=Coalesce(Sum("quantity", filter=Q(lot__expires_at__lte=soon)), 0),
+    )
+    return Balance(total=figures["total"], held=held, expiring_soon=figures["expiring"])
+
+
+def account_balance(*, account: Account, now: dt.datetime | None = None) -> Balance:
+    now = now or timezone.now()
+    held = Account.objects.values_list("held", flat=True).get(pk=account.pk)
+    return _balance(Holding.objects.filter(account=account), held, now)
+
+
+def organization_balance(*, organization: Organization, now: dt.datetime | None = None) -> Balance:
+    """Every account of the organization together: pool, course earmarks, managers."""
+    now = now or timezone.now()
+    held = Account.objects.filter(organization=organization).aggregate(
+        held=Coalesce(Sum("held"), 0)
+    )["held"]
+    return _balance(Holding.objects.filter(account__organization=organization), held, now)
+
+
+def lots_with_remaining(*, organization: Organization) -> QuerySet[Lot]:
+    """The organization's lots, soonest expiry first, each with `remaining` credits."""
+    return (
+        Lot.objects.filter(organization=organization)
+        .annotate(remaining=Coalesce(Sum("holdings__quantity"), 0))
+        .order_by("expired_at", "revoked_at", "expires_at", "invoiced_at", "id")
+    )
+
+
+def ledger_history(
+    *,
+    organization: Organization,
+    kinds: list[str] | None = None,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> QuerySet[LedgerTransaction]:
+    """Transactions newest first, each with `net`: its change to the organization's credits
+    (allocations between accounts net to zero)."""
+    transactions = LedgerTransaction.objects.filter(organization=organization)
+    if kinds:
+        transactions = transactions.filter(kind__in=kinds)
+    if start:
+        transactions = transactions.filter(created_at__gte=start)
+    if end:
+        transactions = transactions.filter(created_at__lt=end)
+    return transactions.select_related("actor", "account__course", "account__manager").annotate(
+        net=Coalesce(Sum("entries__quantity"), 0)
+    )
+
+
+def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
+    """The organization's credits at a past moment, summed from the ledger's entries."""
+    return LedgerEntry.objects.filter(
+        account__organization=organization, created_at__lte=at
+    ).aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
+
+
+def active_holds(*, account: Account) -> QuerySet[Hold]:
+    return Hold.objects.filter(account=account, status=Hold.Status.ACTIVE)

@@ -1,0 +1,766 @@
+"""The credit ledger's public API: the only code that writes lots, accounts, holdings, holds,
+ledger transactions, entries and overage.
+
+Rules every function here keeps:
+- One database transaction per call: lock, check, write, or change nothing at all.
+- Locks are taken in one fixed order, so concurrent calls queue instead of deadlocking:
+  the idempotency row first, then accounts by ascending id, then the hold.
+- Every write carries an idempotency key, unique per organization. Replaying a key with the
+  same parameters returns the first result and changes nothing; with other parameters it
+  raises IdempotencyConflict. A call that failed left no row, so its key can be retried.
+- Credits are consumed earliest-expiring lot first (never-expiring last, then oldest).
+- Times come from `django.utils.timezone.now()` (never the database clock), so the whole
+  ledger follows one clock, which tests control.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+import zoneinfo
+from dataclasses import dataclass
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Organization, User
+from catalog.models import Course
+
+from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
+
+Kind = LedgerTransaction.Kind
+
+
+# --- Domain exceptions ---------------------------------------------------------------------
+
+
+class CreditsError(Exception):
+    """Base of every refusal of the ledger; the message is fit to show to a user."""
+
+
+class InsufficientCredits(CreditsError):
+    def __init__(self, *, shortfall: int, available: int):
+        self.shortfall = shortfall
+        self.available = available
+        super().__init__(f"Not enough credits: {available} available, {shortfall} more needed.")
+
+
+class IdempotencyConflict(CreditsError):
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(
+            f"The request {key!r} was already made with different details; nothing was changed."
+        )
+
+
+class HoldNotActive(CreditsError):
+    def __init__(self, hold: Hold):
+        self.hold = hold
+        super().__init__(f"These credits were already {hold.get_status_display().lower()}.")
+
+
+class InvalidOperation(CreditsError):
+    pass
+
+
+# --- Accounts ------------------------------------------------------------------------------
+
+
+def pool_account(*, organization: Organization) -> Account:
+    return _account(organization=organization, kind=Account.Kind.POOL)
+
+
+def course_account(*, organization: Organization, course: Course) -> Account:
+    return _account(organization=organization, kind=Account.Kind.COURSE, course=course)
+
+
+def manager_account(*, organization: Organization, course: Course, manager: User) -> Account:
+    return _account(
+        organization=organization, kind=Account.Kind.MANAGER, course=course, manager=manager
+    )
+
+
+def _account(*, organization: Organization, kind: str, **scope) -> Account:
+    lookup = {"organization": organization, "kind": kind, **scope}
+    account = Account.objects.filter(**lookup).first()
+    if account is not None:
+        return account
+    try:
+        # A savepoint, so that losing the race to another request does not break the
+        # caller's transaction; the winner's row is then read back.
+        with transaction.atomic():
+            return Account.objects.create(**lookup)
+    except IntegrityError:
+        return Account.objects.get(**lookup)
+
+
+# --- Grants --------------------------------------------------------------------------------
+
+
+def lot_grant(
+    *,
+    organization: Organization,
+    quantity: int,
+    source: str,
+    invoice_date: dt.datetime | dt.date,
+    reference: str,
+    idempotency_key: str,
+    expires_at: dt.datetime | None = None,
+    actor: User | None = None,
+) -> Lot:
+    """A new lot credited to the organization's pool. Its expiry is `expires_at` if given,
+    else the invoice date plus the organization's validity (or never)."""
+    _require_positive(quantity)
+    if source not in Lot.Source.values:
+        raise InvalidOperation(f"Unknown lot source {source!r}.")
+    invoiced_at = _as_datetime(invoice_date, organization)
+    pool = pool_account(organization=organization)
+    params = {
+        "quantity": quantity,
+        "source": source,
+        "invoiced_at": invoiced_at,
+        "reference": reference,
+        "expires_at": expires_at,
+    }
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=organization,
+            kind=Kind.GRANT,
+            key=idempotency_key,
+            params=params,
+            account=pool,
+            quantity=quantity,
+            reference=reference,
+            actor=actor,
+        )
+        if not created:
+            return Lot.objects.get(entries__transaction=txn)
+        _lock_accounts([pool.pk])
+        return _create_lot(
+            txn,
+            account=pool,
+            quantity=quantity,
+            source=source,
+            invoiced_at=invoiced_at,
+            expires_at=expires_at,
+            reference=reference,
+        )
+
+
+# --- Redemption ----------------------------------------------------------------------------
+
+
+def credits_redeem(
+    *,
+    account: Account,
+    quantity: int,
+    reference: str,
+    idempotency_key: str,
+    actor: User | None = None,
+    allow_overage: bool = False,
+) -> LedgerTransaction:
+    """Deduct `quantity` from the account's available credits (balance less holds).
+
+    Short: raises InsufficientCredits and changes nothing, unless `allow_overage`, which
+    deducts what is available and records the rest as overage to be billed.
+    """
+    _require_positive(quantity)
+    params = {"account": account.pk, "quantity": quantity, "allow_overage": allow_overage}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=account.organization_id,
+            kind=Kind.REDEEM,
+            key=idempotency_key,
+            params=params,
+            account=account,
+            quantity=quantity,
+            reference=reference,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        locked = _lock_accounts([account.pk])[account.pk]
+        holdings = _usable_holdings(locked.pk, txn.created_at)
+        available = sum(q for _, _, q in holdings) - locked.held
+        _take(txn, locked, holdings, available, quantity, allow_overage)
+    return txn
+
+
+def _take(
+    txn: LedgerTransaction,
+    account: Account,
+    holdings: list[tuple[int, int, int]],
+    available: int,
+    quantity: int,
+    allow_overage: bool,
+    release_held: int = 0,
+) -> int:
+    """Consume up to `quantity`, record overage or refuse; return what was consumed."""
+    taken = min(quantity, max(available, 0))
+    short = quantity - taken
+    if short and not allow_overage:
+        raise InsufficientCredits(shortfall=short, available=max(available, 0))
+    _consume(txn, account, holdings, taken, release_held=release_held)
+    if short:
+        Overage.objects.create(
+            organization_id=txn.organization_id,
+            account=account,
+            transaction=txn,
+            quantity=short,
+            created_at=txn.created_at,
+        )
+    return taken
+
+
+# --- Holds ---------------------------------------------------------------------------------
+
+
+def hold_place(
+    *,
+    account: Account,
+    quantity: int,
+    reference: str,
+    idempotency_key: str,
+    actor: User | None = None,
+    allow_overage: bool = False,
+) -> Hold:
+    """Reserve credits without deducting them ("assigned"). Refused when the account's
+    available credits are short, unless `allow_overage` (seed 002: billed when started)."""
+    _require_positive(quantity)
+    params = {"account": account.pk, "quantity": quantity, "allow_overage": allow_overage}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=account.organization_id,
+            kind=Kind.HOLD,
+            key=idempotency_key,
+            params=params,
+            account=account,
+            quantity=quantity,
+            reference=reference,
+            actor=actor,
+        )
+        if not created:
+            return Hold.objects.get(placed_by=txn)
+        locked = _lock_accounts([account.pk])[account.pk]
+        holdings = _usable_holdings(locked.pk, txn.created_at)
+        available = sum(q for _, _, q in holdings) - locked.held
+        if quantity > available and not allow_overage:
+            raise InsufficientCredits(
+                shortfall=quantity - max(available, 0), available=max(available, 0)
+            )
+        Account.objects.filter(pk=locked.pk).update(held=F("held") + quantity)
+        return Hold.objects.create(
+            account=locked,
+            quantity=quantity,
+            reference=reference,
+            allow_overage=allow_overage,
+            placed_by=txn,
+            created_at=txn.created_at,
+        )
+
+
+def hold_capture(
+    *, hold: Hold, actor: User | None = None, allow_overage: bool = False
+) -> LedgerTransaction:
+    """Deduct a hold's credits (the learner started). Exactly once: a replay returns the same
+    transaction; a released hold raises HoldNotActive. When the balance no longer covers the
+    hold (lots expired meanwhile), it raises InsufficientCredits unless overage is allowed
+    here or was allowed when the hold was placed."""
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=_organization_of(hold),
+            kind=Kind.CAPTURE,
+            key=f"hold:{hold.pk}:capture",
+            params={"hold": hold.pk},
+            account_id=hold.account_id,
+            quantity=hold.quantity,
+            reference=hold.reference,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        account = _lock_accounts([hold.account_id])[hold.account_id]
+        locked_hold = _lock_active_hold(hold)
+        holdings = _usable_holdings(account.pk, txn.created_at)
+        # This hold's own reservation is what it captures; other holds stay reserved.
+        available = sum(q for _, _, q in holdings) - (account.held - locked_hold.quantity)
+        _take(
+            txn,
+            account,
+            holdings,
+            available,
+            locked_hold.quantity,
+            allow_overage or locked_hold.allow_overage,
+            release_held=locked_hold.quantity,
+        )
+        _resolve(locked_hold, Hold.Status.CAPTURED, txn)
+    return txn
+
+
+def hold_release(*, hold: Hold, actor: User | None = None) -> LedgerTransaction:
+    """Give a hold's credits back to available (an invite cancelled, an employee who left)."""
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=_organization_of(hold),
+            kind=Kind.RELEASE,
+            key=f"hold:{hold.pk}:release",
+            params={"hold": hold.pk},
+            account_id=hold.account_id,
+            quantity=hold.quantity,
+            reference=hold.reference,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        _lock_accounts([hold.account_id])
+        locked_hold = _lock_active_hold(hold)
+        Account.objects.filter(pk=hold.account_id).update(held=F("held") - locked_hold.quantity)
+        _resolve(locked_hold, Hold.Status.RELEASED, txn)
+    return txn
+
+
+def _lock_active_hold(hold: Hold) -> Hold:
+    locked = Hold.objects.select_for_update().get(pk=hold.pk)
+    if locked.status != Hold.Status.ACTIVE:
+        raise HoldNotActive(locked)
+    return locked
+
+
+def _resolve(hold: Hold, status: str, txn: LedgerTransaction) -> None:
+    hold.status = status
+    hold.resolved_by = txn
+    hold.save(update_fields=["status", "resolved_by"])
+
+
+def _organization_of(hold: Hold) -> int:
+    return Account.objects.values_list("organization_id", flat=True).get(pk=hold.account_id)
+
+
+# --- Allocation ----------------------------------------------------------------------------
+
+
+def credits_transfer(
+    *,
+    source: Account,
+    destination: Account,
+    quantity: int,
+    idempotency_key: str,
+    actor: User | None = None,
+) -> LedgerTransaction:
+    """Move available credits between two accounts of one organization (pool → course →
+    manager, or back), earliest-expiring lots first; each lot keeps its expiry."""
+    _require_positive(quantity)
+    if source.organization_id != destination.organization_id:
+        raise InvalidOperation("Credits move only between accounts of one organization.")
+    if source.pk == destination.pk:
+        raise InvalidOperation("Source and destination are the same account.")
+    params = {"source": source.pk, "destination": destination.pk, "quantity": quantity}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=source.organization_id,
+            kind=Kind.TRANSFER,
+            key=idempotency_key,
+            params=params,
+            account=source,
+            quantity=quantity,
+            reference=f"to account {destination.pk}",
+            actor=actor,
+        )
+        if not created:
+            return txn
+        locked = _lock_accounts([source.pk, destination.pk])
+        holdings = _usable_holdings(source.pk, txn.created_at)
+        available = sum(q for _, _, q in holdings) - locked[source.pk].held
+        if quantity > available:
+            raise InsufficientCredits(
+                shortfall=quantity - max(available, 0), available=max(available, 0)
+            )
+        moved = _consume(txn, locked[source.pk], holdings, quantity)
+        _credit(txn, destination.pk, moved)
+    return txn
+
+
+# --- Expiry, revocation, adjustment ---------------------------------------------------------
+
+# One statement does the whole expiry, so that it costs the same whatever the number of lots:
+# mark the due lots, write one transaction per organization and one entry per holding, and
+# zero those holdings and the accounts' balances.
+_EXPIRE_SQL = """
+WITH due AS (
+    UPDATE credits_lot SET expired_at = %(now)s
+    WHERE expires_at <= %(now)s AND expired_at IS NULL
+    RETURNING id, organization_id
+), moved AS (
+    SELECT h.id, h.account_id, h.lot_id, h.quantity, due.organization_id
+    FROM credits_holding h JOIN due ON due.id = h.lot_id
+    WHERE h.quantity > 0
+), txns AS (
+    INSERT INTO credits_ledgertransaction
+        (organization_id, kind, idempotency_key, fingerprint, quantity, reference, memo, created_at)
+    SELECT organization_id, 'expire', %(key)s, '', SUM(quantity), '',
+           'Validity ended: what was left of each lot expired.', %(now)s
+    FROM moved GROUP BY organization_id
+    RETURNING id, organization_id
+), entries AS (
+    INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
+    SELECT txns.id, moved.account_id, moved.lot_id, -moved.quantity, %(now)s
+    FROM moved JOIN txns USING (organization_id)
+    RETURNING 1
+), emptied AS (
+    UPDATE credits_holding h SET quantity = 0 FROM moved WHERE h.id = moved.id RETURNING 1
+), balances AS (
+    UPDATE credits_account a SET balance = a.balance - s.total
+    FROM (SELECT account_id, SUM(quantity) AS total FROM moved GROUP BY account_id) s
+    WHERE a.id = s.account_id
+    RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM due), (SELECT COUNT(*) FROM entries),
+       (SELECT COUNT(*) FROM emptied), (SELECT COUNT(*) FROM balances)
+"""
+
+_LOCK_EXPIRING_ACCOUNTS_SQL = """
+SELECT a.id FROM credits_account a
+WHERE a.id IN (
+    SELECT h.account_id FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
+    WHERE l.expires_at <= %(now)s AND l.expired_at IS NULL AND h.quantity > 0
+)
+ORDER BY a.id FOR UPDATE OF a
+"""
+
+
+def lots_expire(*, now: dt.datetime | None = None) -> int:
+    """Expire every lot whose validity has ended: what is left of it leaves every account
+    that holds it. Set-based and idempotent (an expired lot is marked and never expired
+    again); safe to run concurrently. Returns how many lots expired."""
+    now = now or timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Accounts first, in id order, like every other writer.
+        cursor.execute(_LOCK_EXPIRING_ACCOUNTS_SQL, {"now": now})
+        cursor.execute(_EXPIRE_SQL, {"now": now, "key": f"expire:{uuid.uuid4()}"})
+        return cursor.fetchone()[0]
+
+
+def lot_revoke(
+    *, lot: Lot, reason: str, idempotency_key: str, actor: User | None = None
+) -> LedgerTransaction:
+    """Remove what is left of a lot from every account holding it (a Stripe refund or
+    dispute). Spent credits stay spent: nothing goes below zero."""
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=lot.organization_id,
+            kind=Kind.REVOKE,
+            key=idempotency_key,
+            params={"lot": lot.pk},
+            quantity=0,
+            reference=lot.reference,
+            memo=reason,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        account_ids = list(
+            Holding.objects.filter(lot=lot, quantity__gt=0).values_list("account_id", flat=True)
+        )
+        _lock_accounts(account_ids)
+        holdings = list(
+            Holding.objects.filter(lot=lot, quantity__gt=0).values_list(
+                "id", "account_id", "quantity"
+            )
+        )
+        for holding_id, account_id, quantity in holdings:
+            _consume(txn, Account(pk=account_id), [(holding_id, lot.pk, quantity)], quantity)
+        Lot.objects.filter(pk=lot.pk, revoked_at__isnull=True).update(revoked_at=txn.created_at)
+    return txn
+
+
+def credits_adjust(
+    *, account: Account, quantity: int, reason: str, actor: User, idempotency_key: str
+) -> LedgerTransaction:
+    """Support's audited correction: a positive quantity adds a lot to the account, a
+    negative one deducts from its available credits."""
+    if quantity == 0:
+        raise InvalidOperation("An adjustment needs a quantity other than zero.")
+    if not reason.strip():
+        raise InvalidOperation("An adjustment needs a reason.")
+    if actor is None or not actor.is_staff:
+        raise InvalidOperation("Only support staff adjust credits.")
+    organization = Organization.objects.get(pk=account.organization_id)
+    params = {"account": account.pk, "quantity": quantity}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=organization,
+            kind=Kind.ADJUST,
+            key=idempotency_key,
+            params=params,
+            account=account,
+            quantity=abs(quantity),
+            reference="support adjustment",
+            memo=reason,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        locked = _lock_accounts([account.pk])[account.pk]
+        if quantity > 0:
+            _create_lot(
+                txn,
+                account=locked,
+                quantity=quantity,
+                source=Lot.Source.ADJUSTMENT,
+                invoiced_at=txn.created_at,
+                expires_at=None,
+                reference="",
+                organization=organization,
+            )
+        else:
+            holdings = _usable_holdings(locked.pk, txn.created_at)
+            available = sum(q for _, _, q in holdings) - locked.held
+            _take(txn, locked, holdings, available, -quantity, allow_overage=False)
+    return txn
+
+
+# --- Internals -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Moved:
+    lot_id: int
+    quantity: int
+
+
+def _require_positive(quantity: int) -> None:
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity <= 0:
+        raise InvalidOperation("The number of credits must be a whole number above zero.")
+
+
+def _as_datetime(value: dt.datetime | dt.date, organization: Organization) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            raise InvalidOperation("Invoice dates must carry a time zone.")
+        return value
+    # A bare date is midnight where the organization is.
+    return dt.datetime.combine(value, dt.time.min, tzinfo=zoneinfo.ZoneInfo(organization.time_zone))
+
+
+def _fingerprint(kind: str, params: dict) -> str:
+    canonical = json.dumps({"kind": kind, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_BEGIN_SQL = """
+INSERT INTO credits_ledgertransaction
+    (organization_id, kind, idempotency_key, fingerprint, account_id, quantity, reference, memo,
+     actor_id, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (organization_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+
+def _begin(
+    *,
+    organization: Organization | int,
+    kind: str,
+    key: str,
+    params: dict,
+    quantity: int,
+    reference: str = "",
+    memo: str = "",
+    account: Account | None = None,
+    account_id: int | None = None,
+    actor: User | None = None,
+) -> tuple[LedgerTransaction, bool]:
+    """Claim the idempotency key: (new transaction, True), or (the first one, False).
+
+    The INSERT takes the key's unique-index slot first. A concurrent call with the same key
+    waits on that slot until the first commits (then gets the first result) or rolls back
+    (then runs itself), so one key never produces two transactions.
+    """
+    if not key or len(key) > 255:
+        raise InvalidOperation("Every credit operation needs an idempotency key (1-255 chars).")
+    organization_id = organization if isinstance(organization, int) else organization.pk
+    account_id = account.pk if account is not None else account_id
+    fingerprint = _fingerprint(kind, params)
+    now = timezone.now()
+    actor_id = actor.pk if actor is not None else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _BEGIN_SQL,
+            [
+                organization_id,
+                kind,
+                key,
+                fingerprint,
+                account_id,
+                quantity,
+                reference,
+                memo,
+                actor_id,
+                now,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        first = LedgerTransaction.objects.get(organization_id=organization_id, idempotency_key=key)
+        if first.fingerprint != fingerprint:
+            raise IdempotencyConflict(key)
+        return first, False
+    txn = LedgerTransaction(
+        id=row[0],
+        organization_id=organization_id,
+        kind=kind,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+        account_id=account_id,
+        quantity=quantity,
+        reference=reference,
+        memo=memo,
+        actor_id=actor_id,
+        created_at=now,
+    )
+    txn._state.adding = False
+    return txn, True
+
+
+def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:
+    """SELECT ... FOR UPDATE in ascending id order: the one lock order of the whole ledger."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    accounts = Account.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return {account.pk: account for account in accounts}
+
+
+_USABLE_HOLDINGS_SQL = """
+SELECT h.id, h.lot_id, h.quantity
+FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
+WHERE h.account_id = %s AND h.quantity > 0
+  AND l.expired_at IS NULL AND l.revoked_at IS NULL
+  AND (l.expires_at IS NULL OR l.expires_at > %s)
+ORDER BY l.expires_at ASC NULLS LAST, l.invoiced_at ASC, l.id ASC
+"""
+
+
+def _usable_holdings(account_id: int, now: dt.datetime) -> list[tuple[int, int, int]]:
+    """(holding id, lot id, quantity) of lots still valid at `now`, in consumption order.
+    Lots past their expiry count for nothing even before the expiry job has run."""
+    with connection.cursor() as cursor:
+        cursor.execute(_USABLE_HOLDINGS_SQL, [account_id, now])
+        return cursor.fetchall()
+
+
+_DEBIT_SQL = """
+UPDATE credits_holding h SET quantity = h.quantity - v.quantity
+FROM (VALUES {rows}) AS v(id, quantity)
+WHERE h.id = v.id
+"""
+
+
+def _consume(
+    txn: LedgerTransaction,
+    account: Account,
+    holdings: list[tuple[int, int, int]],
+    quantity: int,
+    *,
+    release_held: int = 0,
+) -> list[_Moved]:
+    """Take `quantity` from the given holdings in order: debit them, the account's balance
+    (and its held figure by `release_held`), and write one entry per lot touched."""
+    moved: list[tuple[int, _Moved]] = []
+    left = quantity
+    for holding_id, lot_id, available in holdings:
+        if left == 0:
+            break
+        take = min(left, available)
+        moved.append((holding_id, _Moved(lot_id, take)))
+        left -= take
+    if left:  # Callers check first; this is the last guard before the database's own.
+        raise InsufficientCredits(shortfall=left, available=quantity - left)
+    if moved:
+        rows = ", ".join(["(%s::bigint, %s::integer)"] * len(moved))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _DEBIT_SQL.format(rows=rows),
+                [value for holding_id, m in moved for value in (holding_id, m.quantity)],
+            )
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                transaction=txn,
+                account_id=account.pk,
+                lot_id=m.lot_id,
+                quantity=-m.quantity,
+                created_at=txn.created_at,
+            )
+            for _, m in moved
+        )
+    if quantity or release_held:
+        Account.objects.filter(pk=account.pk).update(
+            balance=F("balance") - quantity, held=F("held") - release_held
+        )
+    return [m for _, m in moved]
+
+
+_CREDIT_SQL = """
+INSERT INTO credits_holding (account_id, lot_id, quantity) VALUES {rows}
+ON CONFLICT (account_id, lot_id)
+DO UPDATE SET quantity = credits_holding.quantity + EXCLUDED.quantity
+"""
+
+
+def _credit(txn: LedgerTransaction, account_id: int, moved: list[_Moved]) -> None:
+    rows = ", ".join(["(%s, %s, %s)"] * len(moved))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CREDIT_SQL.format(rows=rows),
+            [value for m in moved for value in (account_id, m.lot_id, m.quantity)],
+        )
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            transaction=txn,
+            account_id=account_id,
+            lot_id=m.lot_id,
+            quantity=m.quantity,
+            created_at=txn.created_at,
+        )
+        for m in moved
+    )
+    Account.objects.filter(pk=account_id).update(
+        balance=F("balance") + sum(m.quantity for m in moved)
+    )
+
+
+def _create_lot(
+    txn: LedgerTransaction,
+    *,
+    account: Account,
+    quantity: int,
+    source: str,
+    invoiced_at: dt.datetime,
+    expires_at: dt.datetime | None,
+    reference: str,
+    organization: Organization | None = None,
+) -> Lot:
+    organization = organization or Organization.objects.get(pk=txn.organization_id)
+    if expires_at is None and organization.lot_validity_days:
+        expires_at = invoiced_at + dt.timedelta(days=organization.lot_validity_days)
+    try:
+        with transaction.atomic():
+            lot = Lot.objects.create(
+                organization=organization,
+                source=source,
+                quantity=quantity,
+                invoiced_at=invoiced_at,
+                expires_at=expires_at,
+                reference=reference,
+                created_at=txn.created_at,
+            )
+    except IntegrityError as error:
+        raise InvalidOperation(
+            f"A lot with reference {reference!r} exists already, or its expiry is not after "
+            "its invoice date."
+        ) from error
+    _credit(txn, account.pk, [_Moved(lot.pk, quantity)])
+    return lot
