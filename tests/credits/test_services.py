@@ -261,9 +261,10 @@ def test_support_adjusts_with_a_reason_and_is_recorded(organization, pool):
         account=pool, quantity=-2, reason="typo", actor=staff, idempotency_key="adj-2"
     )
     assert selectors.account_balance(account=pool).total == 3
-    assert list(
-        LedgerTransaction.objects.filter(kind="adjust").values_list("actor", "memo")
-    ) == [(staff.pk, "typo"), (staff.pk, "goodwill")]
+    assert list(LedgerTransaction.objects.filter(kind="adjust").values_list("actor", "memo")) == [
+        (staff.pk, "typo"),
+        (staff.pk, "goodwill"),
+    ]
     with pytest.raises(InvalidOperation):
         services.credits_adjust(
             account=pool, quantity=1, reason="x", actor=UserFactory(), idempotency_key="adj-3"
@@ -282,7 +283,7 @@ def test_the_database_refuses_to_rewrite_or_delete_ledger_rows(organization, poo
             transaction.atomic(),
             connection.cursor() as cursor,
         ):
-            cursor.execute(f"DELETE FROM {table}")
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
 
 def test_the_database_refuses_negative_balances(organization, pool):
