@@ -9,5 +9,6 @@ admin.site.site_title = "Credits support"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("credits/", include("credits.urls")),
     path("", include("accounts.urls")),
 ]

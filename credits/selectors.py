@@ -88,8 +88,11 @@ def ledger_history(
         transactions = transactions.filter(created_at__gte=start)
     if end:
         transactions = transactions.filter(created_at__lt=end)
-    return transactions.select_related("actor", "account__course", "account__manager").annotate(
-        net=Coalesce(Sum("entries__quantity"), 0)
+    # Explicit order: Django ignores Meta.ordering on aggregated (GROUP BY) queries.
+    return (
+        transactions.select_related("actor", "account__course", "account__manager")
+        .annotate(net=Coalesce(Sum("entries__quantity"), 0))
+        .order_by("-created_at", "-id")
     )
 
 

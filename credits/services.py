@@ -366,7 +366,7 @@ def credits_transfer(
             params=params,
             account=source,
             quantity=quantity,
-            reference=f"to account {destination.pk}",
+            reference=f"{source} → {destination}",
             actor=actor,
         )
         if not created:
@@ -652,10 +652,21 @@ def _usable_holdings(account_id: int, now: dt.datetime) -> list[tuple[int, int, 
         return cursor.fetchall()
 
 
-_DEBIT_SQL = """
-UPDATE credits_holding h SET quantity = h.quantity - v.quantity
-FROM (VALUES {rows}) AS v(id, quantity)
-WHERE h.id = v.id
+# The three writes of a consumption in one statement (one round trip while the account is
+# locked): debit the holdings, write one entry per lot, update the account's figures.
+_CONSUME_SQL = """
+WITH debit AS (
+    UPDATE credits_holding h SET quantity = h.quantity - v.quantity
+    FROM (VALUES {rows}) AS v(id, quantity)
+    WHERE h.id = v.id
+    RETURNING h.lot_id, v.quantity
+), entries AS (
+    INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
+    SELECT %(txn)s, %(account)s, lot_id, -quantity, %(now)s FROM debit
+    RETURNING 1
+)
+UPDATE credits_account SET balance = balance - %(taken)s, held = held - %(released)s
+WHERE id = %(account)s
 """
 
 
@@ -679,27 +690,23 @@ def _consume(
         left -= take
     if left:  # Callers check first; this is the last guard before the database's own.
         raise InsufficientCredits(shortfall=left, available=quantity - left)
-    if moved:
-        rows = ", ".join(["(%s::bigint, %s::integer)"] * len(moved))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _DEBIT_SQL.format(rows=rows),
-                [value for holding_id, m in moved for value in (holding_id, m.quantity)],
-            )
-        LedgerEntry.objects.bulk_create(
-            LedgerEntry(
-                transaction=txn,
-                account_id=account.pk,
-                lot_id=m.lot_id,
-                quantity=-m.quantity,
-                created_at=txn.created_at,
-            )
-            for _, m in moved
-        )
-    if quantity or release_held:
-        Account.objects.filter(pk=account.pk).update(
-            balance=F("balance") - quantity, held=F("held") - release_held
-        )
+    if not moved and not release_held:
+        return []
+    params: dict = {
+        "txn": txn.pk,
+        "account": account.pk,
+        "now": txn.created_at,
+        "taken": quantity,
+        "released": release_held,
+    }
+    rows = []
+    for n, (holding_id, m) in enumerate(moved):
+        rows.append(f"(%(h{n})s::bigint, %(q{n})s::integer)")
+        params[f"h{n}"], params[f"q{n}"] = holding_id, m.quantity
+    # With nothing to debit (a capture entirely in overage), an empty VALUES list is not SQL.
+    values = ", ".join(rows) or "(NULL::bigint, NULL::integer)"
+    with connection.cursor() as cursor:
+        cursor.execute(_CONSUME_SQL.format(rows=values), params)
     return [m for _, m in moved]
 
 

@@ -31,3 +31,13 @@ def test_demo_has_two_organizations_with_the_expected_people():
     assert acme_roles == {"admin", "manager", "learner"}
     outsider = User.objects.get(email="outsider@globex.example")
     assert list(outsider.memberships.values_list("organization__slug", flat=True)) == ["globex"]
+
+
+def test_the_ledger_audits_clean_after_seeding_twice():
+    from credits.audit import ledger_audit
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    report = ledger_audit()
+    assert report.ok, report.violations
+    assert report.entries > 0

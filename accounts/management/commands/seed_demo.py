@@ -4,6 +4,7 @@ from accounts import demo as accounts_demo
 from accounts.demo import DEMO_PASSWORD
 from billing import demo as billing_demo
 from catalog import demo as catalog_demo
+from credits import demo as credits_demo
 
 
 class Command(BaseCommand):
@@ -13,6 +14,7 @@ class Command(BaseCommand):
         logins = accounts_demo.seed()
         courses = catalog_demo.seed()
         packages = billing_demo.seed()
+        credits_demo.seed()
         self.stdout.write(f"Demo data ready: {courses} courses, {packages} credit packages.")
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for email, what in logins:

@@ -1,0 +1,98 @@
+import csv
+import datetime as dt
+from collections.abc import Iterator
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_GET
+
+from accounts.decorators import admin_required
+
+from . import selectors
+from .filters import HistoryFilter
+
+HISTORY_PAGE_SIZE = 25
+
+
+def _history(request: HttpRequest) -> HistoryFilter:
+    return HistoryFilter(
+        request.GET, queryset=selectors.ledger_history(organization=request.organization)
+    )
+
+
+def _as_of(request: HttpRequest) -> tuple[dt.date | None, int | None]:
+    """The balance at the end of the chosen day, in the viewer's time zone."""
+    day = parse_date(request.GET.get("as_of", "") or "")
+    if day is None:
+        return None, None
+    end_of_day = dt.datetime.combine(
+        day + dt.timedelta(days=1), dt.time.min, tzinfo=timezone.get_current_timezone()
+    )
+    return day, selectors.balance_as_of(organization=request.organization, at=end_of_day)
+
+
+@require_GET
+@admin_required
+def overview(request: HttpRequest) -> HttpResponse:
+    history = _history(request)
+    page = Paginator(history.qs, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    as_of_date, as_of_balance = _as_of(request)
+    context = {
+        "balance": selectors.organization_balance(organization=request.organization),
+        "lots": selectors.lots_with_remaining(organization=request.organization),
+        "history": history,
+        "page": page,
+        "as_of_date": as_of_date,
+        "as_of_balance": as_of_balance,
+        "query": _query_without_page(request),
+    }
+    template = "credits/overview.html"
+    if request.htmx and request.htmx.target == "history":
+        template += "#history"
+    return render(request, template, context)
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@require_GET
+@admin_required
+def history_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """The filtered history as CSV, streamed row by row: any length, constant memory."""
+    rows = _history(request).qs.order_by("created_at", "id")
+    zone = timezone.get_current_timezone()
+
+    def lines() -> Iterator[str]:
+        writer = csv.writer(_Echo())
+        yield writer.writerow(
+            ["date", "kind", "reference", "requested", "net change", "account", "by", "note"]
+        )
+        for txn in rows.iterator(chunk_size=2000):
+            yield writer.writerow(
+                [
+                    txn.created_at.astimezone(zone).isoformat(timespec="seconds"),
+                    txn.get_kind_display(),
+                    txn.reference,
+                    txn.quantity,
+                    txn.net,
+                    str(txn.account) if txn.account_id else "",
+                    txn.actor.email if txn.actor_id else "",
+                    txn.memo,
+                ]
+            )
+
+    stamp = timezone.localdate().isoformat()
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="credit-history-{stamp}.csv"'
+    return response

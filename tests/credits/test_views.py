@@ -1,0 +1,118 @@
+import csv
+import datetime as dt
+import io
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from credits import services
+from tests.credits.factories import grant, hold, redeem
+
+pytestmark = pytest.mark.django_db
+
+URL = reverse("credits:overview")
+
+
+@pytest.fixture
+def pool(organization):
+    return services.pool_account(organization=organization)
+
+
+def test_cards_show_credits_assigned_available_and_expiring(admin_client, organization, pool):
+    grant(organization, 100, days_ago=340)  # expires in 25 days
+    grant(organization, 50)
+    hold(pool, 5)
+    page = admin_client.get(URL)
+    balance = page.context["balance"]
+    assert (balance.total, balance.held, balance.available, balance.expiring_soon) == (
+        150,
+        5,
+        145,
+        100,
+    )
+    assert b"card-alert" not in page.content
+
+
+def test_total_turns_red_when_assigned_exceeds_credits(admin_client, organization, pool):
+    grant(organization, 2)
+    hold(pool, 5, allow_overage=True)
+    page = admin_client.get(URL).content.decode()
+    assert "card-alert" in page
+    assert "Assigned credits exceed your credits" in page
+
+
+def test_empty_ledger_says_what_to_do(admin_client):
+    page = admin_client.get(URL).content.decode()
+    assert "No credits yet." in page
+    assert "No credit movements yet." in page
+
+
+def test_history_filters_by_kind_and_htmx_gets_only_the_table(admin_client, organization, pool):
+    grant(organization, 10, reference="inv-42")
+    redeem(pool, 3, reference="Plan: onboarding")
+    full = admin_client.get(URL, {"kind": "redeem"}).content.decode()
+    assert "Plan: onboarding" in full
+    assert "inv-42</td>" not in full.split('id="history"')[1]
+    partial = admin_client.get(
+        URL, {"kind": "grant"}, headers={"HX-Request": "true", "HX-Target": "history"}
+    ).content.decode()
+    assert "<h1>" not in partial
+    assert "inv-42" in partial and "Plan: onboarding" not in partial
+
+
+def test_history_filters_by_date_range(admin_client, organization, pool):
+    with time_machine.travel(dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)):
+        grant(organization, 10, reference="march")
+    with time_machine.travel(dt.datetime(2026, 6, 10, 15, tzinfo=dt.UTC)):
+        grant(organization, 10, reference="june")
+        page = admin_client.get(URL, {"start": "2026-06-01", "end": "2026-06-30"})
+    rows = [txn.reference for txn in page.context["page"].object_list]
+    assert rows == ["june"]
+
+
+def test_balance_as_of_a_past_date(admin_client, organization, pool):
+    with time_machine.travel(dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)):
+        grant(organization, 10)
+    with time_machine.travel(dt.datetime(2026, 4, 10, 15, tzinfo=dt.UTC)):
+        redeem(pool, 4)
+        page = admin_client.get(URL, {"as_of": "2026-03-31"}).content.decode()
+    assert "you had <strong>10</strong> credits" in page
+
+
+def test_history_is_paginated(admin_client, organization):
+    for n in range(30):
+        grant(organization, 1, reference=f"lot-{n}")
+    first = admin_client.get(URL)
+    assert len(first.context["page"].object_list) == 25
+    second = admin_client.get(URL, {"page": 2})
+    assert [t.reference for t in second.context["page"].object_list] == [
+        f"lot-{n}" for n in range(4, -1, -1)
+    ]
+
+
+def test_csv_export_streams_the_filtered_history(admin_client, organization, pool):
+    grant(organization, 10, reference="inv-1")
+    redeem(pool, 3, reference="Plan A")
+    response = admin_client.get(reverse("credits:history_csv"), {"kind": "redeem"})
+    assert response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:5] == ["date", "kind", "reference", "requested", "net change"]
+    assert [(r[1], r[2], r[4]) for r in rows[1:]] == [("Redeemed", "Plan A", "-3")]
+
+
+def test_only_admins_see_credits(manager_client, learner_client):
+    assert manager_client.get(URL).status_code == 403
+    assert learner_client.get(URL).status_code == 403
+
+
+def test_an_outsider_sees_only_their_own_organization(
+    outsider_client, organization, other_organization
+):
+    grant(organization, 10, reference="acme-secret-invoice")
+    grant(other_organization, 3, reference="globex-invoice")
+    page = outsider_client.get(URL).content.decode()
+    assert "globex-invoice" in page and "acme-secret-invoice" not in page
+    csv_body = b"".join(outsider_client.get(reverse("credits:history_csv")).streaming_content)
+    assert b"acme-secret-invoice" not in csv_body
