@@ -20,16 +20,18 @@ import hashlib
 import json
 import uuid
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Organization, User
 from catalog.models import Course
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
+from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot
 
 Kind = LedgerTransaction.Kind
 
@@ -168,51 +170,94 @@ def credits_redeem(
     deducts what is available and records the rest as overage to be billed.
     """
     _require_positive(quantity)
-    params = {"account": account.pk, "quantity": quantity, "allow_overage": allow_overage}
-    with transaction.atomic():
-        txn, created = _begin(
-            organization=account.organization_id,
-            kind=Kind.REDEEM,
-            key=idempotency_key,
-            params=params,
-            account=account,
-            quantity=quantity,
-            reference=reference,
-            actor=actor,
+    _require_key(idempotency_key)
+    fingerprint = _fingerprint(
+        Kind.REDEEM,
+        {"account": account.pk, "quantity": quantity, "allow_overage": allow_overage},
+    )
+    now = timezone.now()
+    actor_id = actor.pk if actor is not None else None
+    # The hot path is one statement (migration 0003): outside a transaction it is its own
+    # transaction, with no BEGIN/COMMIT round trips; inside one, a savepoint undoes it alone
+    # when it is refused.
+    scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with _refusals(), scope, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT transaction_id, replayed, conflict "
+            "FROM credits_redeem_once(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                account.organization_id,
+                idempotency_key,
+                fingerprint,
+                account.pk,
+                quantity,
+                reference,
+                actor_id,
+                now,
+                allow_overage,
+            ],
         )
-        if not created:
-            return txn
-        locked = _lock_accounts([account.pk])[account.pk]
-        holdings = _usable_holdings(locked.pk, txn.created_at)
-        available = sum(q for _, _, q in holdings) - locked.held
-        _take(txn, locked, holdings, available, quantity, allow_overage)
-    return txn
+        transaction_id, replayed, conflict = cursor.fetchone()
+    if conflict:
+        raise IdempotencyConflict(idempotency_key)
+    if replayed:
+        return LedgerTransaction.objects.get(pk=transaction_id)
+    return _transaction_instance(
+        id=transaction_id,
+        organization_id=account.organization_id,
+        kind=Kind.REDEEM,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        account_id=account.pk,
+        quantity=quantity,
+        reference=reference,
+        memo="",
+        actor_id=actor_id,
+        created_at=now,
+    )
 
 
 def _take(
     txn: LedgerTransaction,
-    account: Account,
-    holdings: list[tuple[int, int, int]],
-    available: int,
+    account_id: int,
     quantity: int,
+    *,
     allow_overage: bool,
+    reserved: int = 0,
     release_held: int = 0,
-) -> int:
-    """Consume up to `quantity`, record overage or refuse; return what was consumed."""
-    taken = min(quantity, max(available, 0))
-    short = quantity - taken
-    if short and not allow_overage:
-        raise InsufficientCredits(shortfall=short, available=max(available, 0))
-    _consume(txn, account, holdings, taken, release_held=release_held)
-    if short:
-        Overage.objects.create(
-            organization_id=txn.organization_id,
-            account=account,
-            transaction=txn,
-            quantity=short,
-            created_at=txn.created_at,
+) -> list[_Moved]:
+    """Consume up to `quantity` of the account's available credits, earliest-expiring lot
+    first, in the database function `credits_take` (migration 0003): it locks the account,
+    debits the lots, writes the entries, the account's figures and any overage in one round
+    trip.
+
+    `reserved`: held credits this consumption may use (a capture uses its own hold);
+    `release_held`: how much the account's held figure drops with it.
+    Short: refuses (InsufficientCredits, nothing written) or, with `allow_overage`, takes
+    what there is and records the rest as overage. Returns the lots taken.
+    """
+    with _refusals(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lot_ids, quantities FROM credits_take(%s, %s, %s, %s, %s, %s, %s)",
+            [txn.pk, account_id, quantity, txn.created_at, reserved, allow_overage, release_held],
         )
-    return taken
+        lot_ids, quantities = cursor.fetchone()
+    return [_Moved(lot_id, part) for lot_id, part in zip(lot_ids, quantities, strict=True)]
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Turn the database's refusal (SQLSTATE CR001, raised by credits_take) into
+    InsufficientCredits; the failed statement has undone its own writes."""
+    try:
+        yield
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) != "CR001":
+            raise
+        figures = json.loads(error.__cause__.diag.message_detail)
+        raise InsufficientCredits(
+            shortfall=figures["shortfall"], available=figures["available"]
+        ) from None
 
 
 # --- Holds ---------------------------------------------------------------------------------
@@ -245,8 +290,7 @@ def hold_place(
         if not created:
             return Hold.objects.get(placed_by=txn)
         locked = _lock_accounts([account.pk])[account.pk]
-        holdings = _usable_holdings(locked.pk, txn.created_at)
-        available = sum(q for _, _, q in holdings) - locked.held
+        available = _usable_total(locked.pk, txn.created_at) - locked.held
         if quantity > available and not allow_overage:
             raise InsufficientCredits(
                 shortfall=quantity - max(available, 0), available=max(available, 0)
@@ -282,18 +326,15 @@ def hold_capture(
         )
         if not created:
             return txn
-        account = _lock_accounts([hold.account_id])[hold.account_id]
+        _lock_accounts([hold.account_id])
         locked_hold = _lock_active_hold(hold)
-        holdings = _usable_holdings(account.pk, txn.created_at)
         # This hold's own reservation is what it captures; other holds stay reserved.
-        available = sum(q for _, _, q in holdings) - (account.held - locked_hold.quantity)
         _take(
             txn,
-            account,
-            holdings,
-            available,
+            hold.account_id,
             locked_hold.quantity,
-            allow_overage or locked_hold.allow_overage,
+            allow_overage=allow_overage or locked_hold.allow_overage,
+            reserved=locked_hold.quantity,
             release_held=locked_hold.quantity,
         )
         _resolve(locked_hold, Hold.Status.CAPTURED, txn)
@@ -371,14 +412,8 @@ def credits_transfer(
         )
         if not created:
             return txn
-        locked = _lock_accounts([source.pk, destination.pk])
-        holdings = _usable_holdings(source.pk, txn.created_at)
-        available = sum(q for _, _, q in holdings) - locked[source.pk].held
-        if quantity > available:
-            raise InsufficientCredits(
-                shortfall=quantity - max(available, 0), available=max(available, 0)
-            )
-        moved = _consume(txn, locked[source.pk], holdings, quantity)
+        _lock_accounts([source.pk, destination.pk])
+        moved = _take(txn, source.pk, quantity, allow_overage=False)
         _credit(txn, destination.pk, moved)
     return txn
 
@@ -443,6 +478,23 @@ def lots_expire(*, now: dt.datetime | None = None) -> int:
         return cursor.fetchone()[0]
 
 
+# What is left of one lot leaves every account holding it: entries, holdings, balances.
+_REVOKE_SQL = """
+WITH moved AS (
+    SELECT id, account_id, quantity FROM credits_holding
+    WHERE lot_id = %(lot)s AND quantity > 0
+), entries AS (
+    INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
+    SELECT %(txn)s, account_id, %(lot)s, -quantity, %(now)s FROM moved
+    RETURNING 1
+), emptied AS (
+    UPDATE credits_holding h SET quantity = 0 FROM moved WHERE h.id = moved.id RETURNING 1
+)
+UPDATE credits_account a SET balance = a.balance - moved.quantity
+FROM moved WHERE a.id = moved.account_id
+"""
+
+
 def lot_revoke(
     *, lot: Lot, reason: str, idempotency_key: str, actor: User | None = None
 ) -> LedgerTransaction:
@@ -465,13 +517,8 @@ def lot_revoke(
             Holding.objects.filter(lot=lot, quantity__gt=0).values_list("account_id", flat=True)
         )
         _lock_accounts(account_ids)
-        holdings = list(
-            Holding.objects.filter(lot=lot, quantity__gt=0).values_list(
-                "id", "account_id", "quantity"
-            )
-        )
-        for holding_id, account_id, quantity in holdings:
-            _consume(txn, Account(pk=account_id), [(holding_id, lot.pk, quantity)], quantity)
+        with connection.cursor() as cursor:
+            cursor.execute(_REVOKE_SQL, {"txn": txn.pk, "lot": lot.pk, "now": txn.created_at})
         Lot.objects.filter(pk=lot.pk, revoked_at__isnull=True).update(revoked_at=txn.created_at)
     return txn
 
@@ -516,9 +563,7 @@ def credits_adjust(
                 organization=organization,
             )
         else:
-            holdings = _usable_holdings(locked.pk, txn.created_at)
-            available = sum(q for _, _, q in holdings) - locked.held
-            _take(txn, locked, holdings, available, -quantity, allow_overage=False)
+            _take(txn, locked.pk, -quantity, allow_overage=False)
     return txn
 
 
@@ -543,6 +588,11 @@ def _as_datetime(value: dt.datetime | dt.date, organization: Organization) -> dt
         return value
     # A bare date is midnight where the organization is.
     return dt.datetime.combine(value, dt.time.min, tzinfo=zoneinfo.ZoneInfo(organization.time_zone))
+
+
+def _require_key(key: str) -> None:
+    if not key or len(key) > 255:
+        raise InvalidOperation("Every credit operation needs an idempotency key (1-255 chars).")
 
 
 def _fingerprint(kind: str, params: dict) -> str:
@@ -579,8 +629,7 @@ def _begin(
     waits on that slot until the first commits (then gets the first result) or rolls back
     (then runs itself), so one key never produces two transactions.
     """
-    if not key or len(key) > 255:
-        raise InvalidOperation("Every credit operation needs an idempotency key (1-255 chars).")
+    _require_key(key)
     organization_id = organization if isinstance(organization, int) else organization.pk
     account_id = account.pk if account is not None else account_id
     fingerprint = _fingerprint(kind, params)
@@ -608,7 +657,7 @@ def _begin(
         if first.fingerprint != fingerprint:
             raise IdempotencyConflict(key)
         return first, False
-    txn = LedgerTransaction(
+    txn = _transaction_instance(
         id=row[0],
         organization_id=organization_id,
         kind=kind,
@@ -621,8 +670,20 @@ def _begin(
         actor_id=actor_id,
         created_at=now,
     )
-    txn._state.adding = False
     return txn, True
+
+
+def _transaction_instance(**fields) -> LedgerTransaction:
+    """The row just inserted, as a model instance, without reading it back."""
+    txn = LedgerTransaction(**fields)
+    txn._state.adding = False
+    return txn
+
+
+_LOCK_SQL = """
+SELECT id, organization_id, balance, held FROM credits_account
+WHERE id = ANY(%s) ORDER BY id FOR UPDATE
+"""
 
 
 def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:
@@ -630,84 +691,32 @@ def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:
     ids = sorted(set(account_ids))
     if not ids:
         return {}
-    accounts = Account.objects.select_for_update().filter(pk__in=ids).order_by("pk")
-    return {account.pk: account for account in accounts}
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_SQL, [ids])
+        rows = cursor.fetchall()
+    accounts = {}
+    for pk, organization_id, balance, held in rows:
+        account = Account(id=pk, organization_id=organization_id, balance=balance, held=held)
+        account._state.adding = False
+        accounts[pk] = account
+    return accounts
 
 
-_USABLE_HOLDINGS_SQL = """
-SELECT h.id, h.lot_id, h.quantity
+_USABLE_TOTAL_SQL = """
+SELECT COALESCE(SUM(h.quantity), 0)
 FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
 WHERE h.account_id = %s AND h.quantity > 0
   AND l.expired_at IS NULL AND l.revoked_at IS NULL
   AND (l.expires_at IS NULL OR l.expires_at > %s)
-ORDER BY l.expires_at ASC NULLS LAST, l.invoiced_at ASC, l.id ASC
 """
 
 
-def _usable_holdings(account_id: int, now: dt.datetime) -> list[tuple[int, int, int]]:
-    """(holding id, lot id, quantity) of lots still valid at `now`, in consumption order.
-    Lots past their expiry count for nothing even before the expiry job has run."""
+def _usable_total(account_id: int, now: dt.datetime) -> int:
+    """Credits of lots still valid at `now` (expired lots count for nothing even before the
+    expiry job has run). Call with the account locked."""
     with connection.cursor() as cursor:
-        cursor.execute(_USABLE_HOLDINGS_SQL, [account_id, now])
-        return cursor.fetchall()
-
-
-# The three writes of a consumption in one statement (one round trip while the account is
-# locked): debit the holdings, write one entry per lot, update the account's figures.
-_CONSUME_SQL = """
-WITH debit AS (
-    UPDATE credits_holding h SET quantity = h.quantity - v.quantity
-    FROM (VALUES {rows}) AS v(id, quantity)
-    WHERE h.id = v.id
-    RETURNING h.lot_id, v.quantity
-), entries AS (
-    INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
-    SELECT %(txn)s, %(account)s, lot_id, -quantity, %(now)s FROM debit
-    RETURNING 1
-)
-UPDATE credits_account SET balance = balance - %(taken)s, held = held - %(released)s
-WHERE id = %(account)s
-"""
-
-
-def _consume(
-    txn: LedgerTransaction,
-    account: Account,
-    holdings: list[tuple[int, int, int]],
-    quantity: int,
-    *,
-    release_held: int = 0,
-) -> list[_Moved]:
-    """Take `quantity` from the given holdings in order: debit them, the account's balance
-    (and its held figure by `release_held`), and write one entry per lot touched."""
-    moved: list[tuple[int, _Moved]] = []
-    left = quantity
-    for holding_id, lot_id, available in holdings:
-        if left == 0:
-            break
-        take = min(left, available)
-        moved.append((holding_id, _Moved(lot_id, take)))
-        left -= take
-    if left:  # Callers check first; this is the last guard before the database's own.
-        raise InsufficientCredits(shortfall=left, available=quantity - left)
-    if not moved and not release_held:
-        return []
-    params: dict = {
-        "txn": txn.pk,
-        "account": account.pk,
-        "now": txn.created_at,
-        "taken": quantity,
-        "released": release_held,
-    }
-    rows = []
-    for n, (holding_id, m) in enumerate(moved):
-        rows.append(f"(%(h{n})s::bigint, %(q{n})s::integer)")
-        params[f"h{n}"], params[f"q{n}"] = holding_id, m.quantity
-    # With nothing to debit (a capture entirely in overage), an empty VALUES list is not SQL.
-    values = ", ".join(rows) or "(NULL::bigint, NULL::integer)"
-    with connection.cursor() as cursor:
-        cursor.execute(_CONSUME_SQL.format(rows=values), params)
-    return [m for _, m in moved]
+        cursor.execute(_USABLE_TOTAL_SQL, [account_id, now])
+        return cursor.fetchone()[0]
 
 
 _CREDIT_SQL = """

@@ -1,0 +1,48 @@
+"""What the benchmarks share: their database, PostgreSQL's own tools, the JSON line."""
+
+import json
+import shutil
+from glob import glob
+
+import psycopg
+from django.conf import settings
+from django.core.management import call_command
+
+
+def database_params(name: str | None = None) -> dict:
+    db = settings.DATABASES["default"]
+    params = {
+        "host": db.get("HOST") or "127.0.0.1",
+        "port": str(db.get("PORT") or 5432),
+        "user": db.get("USER") or "postgres",
+        "dbname": name or db["NAME"],
+    }
+    if db.get("PASSWORD"):
+        params["password"] = db["PASSWORD"]
+    return params
+
+
+def ensure_database(name: str) -> None:
+    """Create the database if missing (the maintenance database is `postgres`)."""
+    with psycopg.connect(**database_params("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def prepare_django_database() -> None:
+    ensure_database(settings.DATABASES["default"]["NAME"])
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def pg_tool(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
+    if not found:
+        raise SystemExit(f"{name} not found: install PostgreSQL's server package")
+    return found
+
+
+def report(**figures) -> None:
+    print(json.dumps(figures), flush=True)
