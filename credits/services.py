@@ -20,7 +20,7 @@ import hashlib
 import json
 import uuid
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -313,41 +313,44 @@ def hold_capture(
     transaction; a released hold raises HoldNotActive. When the balance no longer covers the
     hold (lots expired meanwhile), it raises InsufficientCredits unless overage is allowed
     here or was allowed when the hold was placed."""
-    with transaction.atomic():
-        txn, created = _begin(
-            organization=_organization_of(hold),
-            kind=Kind.CAPTURE,
-            key=f"hold:{hold.pk}:capture",
-            params={"hold": hold.pk},
-            account_id=hold.account_id,
-            quantity=hold.quantity,
-            reference=hold.reference,
-            actor=actor,
-        )
-        if not created:
-            return txn
-        _lock_accounts([hold.account_id])
-        locked_hold = _lock_active_hold(hold)
+
+    def capture(txn: LedgerTransaction, locked: Hold) -> None:
         # This hold's own reservation is what it captures; other holds stay reserved.
         _take(
             txn,
-            hold.account_id,
-            locked_hold.quantity,
-            allow_overage=allow_overage or locked_hold.allow_overage,
-            reserved=locked_hold.quantity,
-            release_held=locked_hold.quantity,
+            locked.account_id,
+            locked.quantity,
+            allow_overage=allow_overage or locked.allow_overage,
+            reserved=locked.quantity,
+            release_held=locked.quantity,
         )
-        _resolve(locked_hold, Hold.Status.CAPTURED, txn)
-    return txn
+
+    return _resolve_hold(hold, Kind.CAPTURE, Hold.Status.CAPTURED, actor, capture)
 
 
 def hold_release(*, hold: Hold, actor: User | None = None) -> LedgerTransaction:
     """Give a hold's credits back to available (an invite cancelled, an employee who left)."""
+
+    def release(txn: LedgerTransaction, locked: Hold) -> None:
+        Account.objects.filter(pk=locked.account_id).update(held=F("held") - locked.quantity)
+
+    return _resolve_hold(hold, Kind.RELEASE, Hold.Status.RELEASED, actor, release)
+
+
+def _resolve_hold(
+    hold: Hold,
+    kind: str,
+    status: str,
+    actor: User | None,
+    apply: Callable[[LedgerTransaction, Hold], None],
+) -> LedgerTransaction:
+    """What capture and release share. The key is the hold's own (`hold:<id>:<kind>`), so a
+    retry returns the first result; a hold already resolved the other way is refused."""
     with transaction.atomic():
         txn, created = _begin(
             organization=_organization_of(hold),
-            kind=Kind.RELEASE,
-            key=f"hold:{hold.pk}:release",
+            kind=kind,
+            key=f"hold:{hold.pk}:{kind}",
             params={"hold": hold.pk},
             account_id=hold.account_id,
             quantity=hold.quantity,
@@ -357,23 +360,14 @@ def hold_release(*, hold: Hold, actor: User | None = None) -> LedgerTransaction:
         if not created:
             return txn
         _lock_accounts([hold.account_id])
-        locked_hold = _lock_active_hold(hold)
-        Account.objects.filter(pk=hold.account_id).update(held=F("held") - locked_hold.quantity)
-        _resolve(locked_hold, Hold.Status.RELEASED, txn)
+        locked = Hold.objects.select_for_update().get(pk=hold.pk)
+        if locked.status != Hold.Status.ACTIVE:
+            raise HoldNotActive(locked)
+        apply(txn, locked)
+        locked.status = status
+        locked.resolved_by = txn
+        locked.save(update_fields=["status", "resolved_by"])
     return txn
-
-
-def _lock_active_hold(hold: Hold) -> Hold:
-    locked = Hold.objects.select_for_update().get(pk=hold.pk)
-    if locked.status != Hold.Status.ACTIVE:
-        raise HoldNotActive(locked)
-    return locked
-
-
-def _resolve(hold: Hold, status: str, txn: LedgerTransaction) -> None:
-    hold.status = status
-    hold.resolved_by = txn
-    hold.save(update_fields=["status", "resolved_by"])
 
 
 def _organization_of(hold: Hold) -> int:
