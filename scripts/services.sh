@@ -54,8 +54,13 @@ pg_start() {
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-    as_pg "$bin/pg_ctl" -D "$data" -l "$LOCAL/pg/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $LOCAL/pg/run -c max_connections=200" start >/dev/null
+    if ! as_pg "$bin/pg_ctl" -D "$data" -l "$LOCAL/pg/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $LOCAL/pg/run -c max_connections=200" \
+      start >/dev/null; then
+      tail -n 5 "$LOCAL/pg/server.log" >&2
+      log "PostgreSQL did not start (port $PG_PORT taken? set LOCAL_PG_PORT)"
+      exit 1
+    fi
   fi
   local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
   if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='credits'")" != 1 ]; then
@@ -78,13 +83,20 @@ redis_start() {
   command -v redis-server >/dev/null || apt_install redis-server redis-tools
   mkdir -p "$LOCAL/redis"
   if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    # Reuse only our own Redis: another checkout's (or a stray one) would share keys.
+    local dir
+    dir=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get dir | tail -n 1)
+    if [ "$dir" != "$LOCAL/redis" ]; then
+      log "port $REDIS_PORT is taken by another Redis (data in $dir): stop it, or set LOCAL_REDIS_PORT"
+      exit 1
+    fi
     log "Redis already running on 127.0.0.1:$REDIS_PORT"
     return
   fi
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$LOCAL/redis" \
     --daemonize yes --pidfile "$LOCAL/redis/redis.pid" --logfile "$LOCAL/redis/redis.log" \
-    --save 60 1 --appendonly no
+    --save 60 1 --appendonly no --stop-writes-on-bgsave-error no
   for _ in $(seq 50); do
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return
     sleep 0.1
