@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import CreditPackage, PriceList, VolumeTier
+from .models import CreditPackage, PriceList, Purchase, StripeCustomer, StripeEvent, VolumeTier
 
 
 class VolumeTierInline(admin.TabularInline):
@@ -31,3 +31,46 @@ class VolumeTierAdmin(admin.ModelAdmin):
     list_display = ["price_list", "min_quantity", "unit_price_minor"]
     list_filter = ["price_list"]
     search_fields = ["price_list__currency"]
+
+
+@admin.register(StripeCustomer)
+class StripeCustomerAdmin(admin.ModelAdmin):
+    list_display = ["organization", "customer_id", "created_at"]
+    search_fields = ["organization__name", "customer_id"]
+    readonly_fields = ["organization", "customer_id", "created_at"]
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(admin.ModelAdmin):
+    """Read-only: purchases change only through Stripe's events. No refund button: all sales
+    are final (seed 000)."""
+
+    list_display = ["id", "organization", "quantity", "amount_minor", "currency", "status"]
+    list_filter = ["status", "currency"]
+    search_fields = ["organization__name", "checkout_session_id", "payment_intent_id"]
+    list_select_related = ["organization"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ["event_id", "type", "received_at", "processed_at"]
+    list_filter = ["type"]
+    search_fields = ["event_id", "type"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.db import models
+from django_fsm import FSMField, transition
 
 
 class PriceList(models.Model):
@@ -52,3 +54,87 @@ class CreditPackage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.credits} credits)"
+
+
+class StripeCustomer(models.Model):
+    """One Stripe customer per organization."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="stripe_customer"
+    )
+    customer_id = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.customer_id
+
+
+class Purchase(models.Model):
+    """One Add-credits payment. Credits arrive only when Stripe says it is paid."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for payment"
+        PAID = "paid", "Paid"
+        FAILED = "failed", "Payment failed"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="purchases"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    # The form's one-time token: a double click or a resubmission finds this purchase again.
+    request_token = models.UUIDField()
+    quantity = models.PositiveIntegerField()
+    amount_minor = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    package = models.ForeignKey(
+        CreditPackage, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    status = FSMField(default=Status.PENDING, choices=Status.choices, protected=True)
+    checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    invoice_id = models.CharField(max_length=255, blank=True)
+    next_url = models.CharField(max_length=500, blank=True)
+    lot = models.OneToOneField(
+        "credits.Lot", on_delete=models.PROTECT, null=True, blank=True, related_name="purchase"
+    )
+    paid_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "request_token"], name="purchase_request_once"
+            ),
+            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="purchase_qty_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Purchase {self.pk}: {self.quantity} credits ({self.status})"
+
+    @transition(field=status, source=Status.PENDING, target=Status.PAID)
+    def mark_paid(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.PENDING, target=Status.FAILED)
+    def mark_failed(self) -> None:
+        pass
+
+
+class StripeEvent(models.Model):
+    """Every webhook event, stored once by its Stripe id: a redelivery is recognised."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -10,5 +10,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("credits/", include("credits.urls")),
+    path("billing/", include("billing.urls")),
     path("", include("accounts.urls")),
 ]

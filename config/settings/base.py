@@ -149,6 +149,20 @@ DEFAULT_FROM_EMAIL = env.str(
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
+# Stripe. Without a secret key, DEBUG runs a clearly marked simulated checkout instead
+# (billing/stripe_gateway.py); production without a key offers no online payment.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Base address of a Stripe-compatible API server (blank: Stripe's own).
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# A stripe.HTTPClient instance to send API requests through (tests inject a fake one).
+STRIPE_HTTP_CLIENT = None
+if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
+    raise ImproperlyConfigured(
+        "STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY: credits arrive only "
+        "through verified webhooks"
+    )
+
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 CONTENT_SECURITY_POLICY = {

@@ -1,0 +1,103 @@
+"""Everything that talks to Stripe, and the simulated checkout that stands in for it offline.
+
+`stripe_client()` is the one place a StripeClient is built. With no STRIPE_SECRET_KEY and
+DEBUG on, checkout goes to a local page clearly marked as simulated, whose "Pay" posts a
+correctly signed `checkout.session.completed` to the real webhook endpoint, so the very
+same fulfilment code runs. That page refuses to exist with a real key or with DEBUG off.
+"""
+
+from __future__ import annotations
+
+import stripe
+from django.conf import settings
+from django.urls import reverse
+
+from accounts.models import Organization
+
+from .models import Purchase, StripeCustomer
+
+# Used only by the simulated checkout, which exists only with DEBUG on and no real key.
+SIMULATED_WEBHOOK_SECRET = "whsec_simulated_offline_checkout"  # noqa: S105 - not a secret
+
+
+class PaymentsUnavailable(Exception):
+    def __init__(self) -> None:
+        super().__init__(
+            "Online payment is not set up for this site yet. Please contact support to buy credits."
+        )
+
+
+def simulated() -> bool:
+    return not settings.STRIPE_SECRET_KEY and settings.DEBUG
+
+
+def webhook_secret() -> str:
+    if settings.STRIPE_WEBHOOK_SECRET:
+        return settings.STRIPE_WEBHOOK_SECRET
+    return SIMULATED_WEBHOOK_SECRET if simulated() else ""
+
+
+def stripe_client() -> stripe.StripeClient:
+    if not settings.STRIPE_SECRET_KEY:
+        raise PaymentsUnavailable
+    return stripe.StripeClient(
+        settings.STRIPE_SECRET_KEY,
+        base_addresses={"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None,
+        http_client=settings.STRIPE_HTTP_CLIENT,
+        max_network_retries=2,
+    )
+
+
+def customer_id_for(organization: Organization) -> str:
+    """The organization's Stripe customer, created once (Stripe's idempotency key covers a
+    retry; the unique row covers two requests at once)."""
+    existing = StripeCustomer.objects.filter(organization=organization).first()
+    if existing:
+        return existing.customer_id
+    customer = stripe_client().v1.customers.create(
+        params={"name": organization.name, "metadata": {"organization_id": str(organization.pk)}},
+        options={"idempotency_key": f"customer:{organization.pk}"},
+    )
+    record, _ = StripeCustomer.objects.get_or_create(
+        organization=organization, defaults={"customer_id": customer.id}
+    )
+    return record.customer_id
+
+
+def checkout_session_create(purchase: Purchase) -> tuple[str, str]:
+    """(session id, address to send the admin to) for a pending purchase."""
+    success = settings.SITE_URL + reverse("billing:purchase", args=[purchase.pk])
+    cancel = settings.SITE_URL + reverse("billing:add_credits")
+    if simulated():
+        session_id = f"cs_sim_{purchase.pk}_{purchase.request_token.hex}"
+        return session_id, reverse("billing:simulated_checkout", args=[session_id])
+    session = stripe_client().v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "customer": customer_id_for(purchase.organization),
+            "client_reference_id": str(purchase.pk),
+            "metadata": {
+                "organization_id": str(purchase.organization_id),
+                "purchase_id": str(purchase.pk),
+            },
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": purchase.currency.lower(),
+                        "unit_amount": purchase.amount_minor,
+                        "product_data": {"name": f"{purchase.quantity:,} training credits"},
+                    },
+                }
+            ],
+            "invoice_creation": {"enabled": True},
+            "success_url": success + "?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": cancel,
+        },
+        options={"idempotency_key": f"purchase:{purchase.pk}:checkout"},
+    )
+    return session.id, session.url
+
+
+def checkout_session_retrieve(session_id: str) -> dict:
+    return stripe_client().v1.checkout.sessions.retrieve(session_id).to_dict()
