@@ -91,7 +91,7 @@ class Purchase(models.Model):
     package = models.ForeignKey(
         CreditPackage, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
-    status = FSMField(default=Status.PENDING, choices=Status.choices, protected=True)
+    status = FSMField(default=Status.PENDING, choices=Status.choices)
     checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     checkout_url = models.URLField(max_length=2000, blank=True)
     payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)

@@ -11,17 +11,29 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.billing.factories import PurchaseFactory
+
 pytestmark = pytest.mark.django_db
 
-# URL name -> (HTTP method, builder of kwargs for an object of `organization`)
-OBJECT_URLS: dict[str, tuple[str, Callable]] = {
-    "switch_organization": ("post", lambda org: {"slug": org.slug}),
+# The simulated checkout exists only with DEBUG on and no Stripe key.
+SIMULATED = {"DEBUG": True, "STRIPE_SECRET_KEY": ""}
+
+# URL name -> (HTTP method, builder of kwargs for an object of `organization`, settings)
+OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
+    "switch_organization": ("post", lambda org: {"slug": org.slug}, {}),
+    "billing:purchase": ("get", lambda org: {"pk": PurchaseFactory(organization=org).pk}, {}),
+    "billing:simulated_checkout": (
+        "get",
+        lambda org: {"session_id": PurchaseFactory(organization=org).checkout_session_id},
+        SIMULATED,
+    ),
 }
 
 PUBLIC_PARAMETER_URLS = {
     # Signed, single-use token; not tied to an organization.
     "password_reset_confirm",
 }
+# (The Stripe webhook takes no parameters and proves its sender by signature.)
 
 # The Django admin is for support staff only; tested in tests/accounts/test_admin.py.
 EXCLUDED_NAMESPACES = {"admin"}
@@ -58,18 +70,22 @@ def test_every_parameterised_url_is_covered():
 
 @pytest.mark.parametrize("url_name", sorted(OBJECT_URLS))
 def test_outsider_gets_404_for_objects_of_another_organization(
-    url_name, organization, admin, outsider_client
+    url_name, organization, admin, outsider_client, settings
 ):
-    method, build_kwargs = OBJECT_URLS[url_name]
+    method, build_kwargs, overrides = OBJECT_URLS[url_name]
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     url = reverse(url_name, kwargs=build_kwargs(organization))
     response = getattr(outsider_client, method)(url)
     assert response.status_code == 404, f"{method.upper()} {url} -> {response.status_code}"
 
 
 @pytest.mark.parametrize("url_name", sorted(OBJECT_URLS))
-def test_the_member_reaches_the_same_objects(url_name, organization, admin_client):
+def test_the_member_reaches_the_same_objects(url_name, organization, admin_client, settings):
     # The other half of the proof: the 404 above is about the outsider, not a broken URL.
-    method, build_kwargs = OBJECT_URLS[url_name]
+    method, build_kwargs, overrides = OBJECT_URLS[url_name]
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     url = reverse(url_name, kwargs=build_kwargs(organization))
     response = getattr(admin_client, method)(url)
     assert response.status_code < 400, f"{method.upper()} {url} -> {response.status_code}"

@@ -1,13 +1,9 @@
 """Concurrency on a real PostgreSQL: threads, each with its own connection, hit one
 organization at once. Nothing may be overdrawn, charged twice, resolved twice or deadlock."""
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 
 from credits import selectors, services
 from credits.audit import ledger_audit
@@ -15,23 +11,9 @@ from credits.models import Hold, LedgerTransaction
 from credits.services import HoldNotActive, InsufficientCredits
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, redeem
+from tests.support.threads import run_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_threads(count: int, work: Callable[[int], object]) -> list:
-    """Run work(0..count-1) in as many threads, released together by a barrier."""
-    barrier = threading.Barrier(count)
-
-    def start(n: int):
-        try:
-            barrier.wait()
-            return work(n)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(start, range(count)))
 
 
 def assert_audit_clean():

@@ -1,0 +1,87 @@
+"""Stripe's servers are out of reach: this fake stands at the HTTP client the SDK takes, so
+everything above it (the SDK's encoding, headers, idempotency keys) is real."""
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+import stripe
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    headers: dict
+    params: dict
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("Idempotency-Key")
+
+
+class FakeStripe(stripe.HTTPClient):
+    name = "fake"
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[Call] = []
+        self.sessions: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+
+    def request(self, method, url, headers, post_data=None, *, _usage=None):
+        parts = urlsplit(url)
+        params = dict(parse_qsl(post_data or parts.query or ""))
+        call = Call(method.upper(), parts.path, dict(headers or {}), params)
+        self.calls.append(call)
+        body = self._answer(call)
+        return json.dumps(body), 200, {"Request-Id": f"req_{next(self._ids)}"}
+
+    def _answer(self, call: Call) -> dict:
+        if call.path == "/v1/customers":
+            return {"id": f"cus_test_{next(self._ids)}", "object": "customer"}
+        if call.path == "/v1/checkout/sessions":
+            session_id = f"cs_test_{next(self._ids)}"
+            session = {
+                "id": session_id,
+                "object": "checkout.session",
+                "url": f"https://checkout.stripe.test/pay/{session_id}",
+                "payment_status": "unpaid",
+                "client_reference_id": call.params.get("client_reference_id"),
+                "metadata": {"purchase_id": call.params.get("metadata[purchase_id]")},
+            }
+            self.sessions[session_id] = session
+            return session
+        if call.path.startswith("/v1/checkout/sessions/"):
+            return self.sessions[call.path.rsplit("/", 1)[1]]
+        return {"error": {"message": f"fake has no {call.path}"}}
+
+    def close(self):
+        pass
+
+    def calls_to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
+
+
+@dataclass
+class Events:
+    """Stripe events as Stripe would send them, signed with the SDK's own helper."""
+
+    secret: str
+    sent: list = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def event(self, type_: str, obj: dict, *, created: int, event_id: str | None = None) -> dict:
+        return {
+            "id": event_id or f"evt_test_{next(self._ids)}",
+            "object": "event",
+            "type": type_,
+            "created": created,
+            "data": {"object": obj},
+        }
+
+    def sign(self, payload: str, *, timestamp: int | None = None, secret: str | None = None):
+        return stripe.WebhookSignature.generate_signature_header(
+            payload, secret or self.secret, timestamp=timestamp
+        )

@@ -1,0 +1,110 @@
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from billing.models import CreditPackage, Purchase
+
+pytestmark = pytest.mark.django_db
+
+NEW = reverse("billing:purchase_create")
+
+
+def test_add_credits_shows_packages_quote_suggestion_and_terms(admin_client, prices):
+    page = admin_client.get(
+        reverse("billing:add_credits"), {"need": 9000, "next": "/credits/"}
+    ).content.decode()
+    assert "Buy the 9,356-credit package" in page
+    assert "All sales are final" in page and "365 days from its invoice date" in page
+    assert 'value="9000"' in page
+    assert 'name="next" value="/credits/"' in page
+
+
+def test_live_quote_is_an_htmx_partial(admin_client, prices):
+    response = admin_client.get(
+        reverse("billing:add_credits"),
+        {"quantity": 2600},
+        headers={"HX-Request": "true", "HX-Target": "quote"},
+    )
+    body = response.content.decode()
+    assert "<h1>" not in body
+    assert "2,600 credits at $9.50 each (5.0% off): <strong>$24,700.00</strong>" in body
+
+
+def test_only_local_paths_are_kept_as_next(admin_client, prices):
+    page = admin_client.get(
+        reverse("billing:add_credits"), {"next": "https://evil.example/"}
+    ).content.decode()
+    assert "evil.example" not in page
+
+
+def test_buying_creates_a_checkout_session_with_the_quote(admin_client, admin, prices, fake_stripe):
+    token = str(uuid.uuid4())
+    response = admin_client.post(
+        NEW, {"quantity": 2600, "request_token": token, "next": "/credits/"}
+    )
+    purchase = Purchase.objects.get()
+    assert response["Location"] == purchase.checkout_url
+    assert purchase.status == "pending"
+    assert (purchase.quantity, purchase.amount_minor) == (2600, 2_470_000)
+
+    customer = fake_stripe.calls_to("/v1/customers")[0]
+    assert customer.idempotency_key == f"customer:{purchase.organization_id}"
+    session = fake_stripe.calls_to("/v1/checkout/sessions")[0]
+    assert session.idempotency_key == f"purchase:{purchase.pk}:checkout"
+    assert session.params == {
+        "mode": "payment",
+        "customer": customer_id(purchase),
+        "client_reference_id": str(purchase.pk),
+        "metadata[organization_id]": str(purchase.organization_id),
+        "metadata[purchase_id]": str(purchase.pk),
+        "line_items[0][quantity]": "1",
+        "line_items[0][price_data][currency]": "usd",
+        "line_items[0][price_data][unit_amount]": "2470000",
+        "line_items[0][price_data][product_data][name]": "2,600 training credits",
+        "invoice_creation[enabled]": "true",
+        "success_url": f"https://credits.example.com/billing/purchases/{purchase.pk}/"
+        "?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://credits.example.com/billing/add-credits/",
+    }
+
+
+def customer_id(purchase):
+    return purchase.organization.stripe_customer.customer_id
+
+
+def test_a_double_click_is_one_purchase_and_one_session(admin_client, prices, fake_stripe):
+    package = CreditPackage.objects.get(credits=9_356)
+    form = {"package": package.pk, "request_token": str(uuid.uuid4())}
+    first = admin_client.post(NEW, form)
+    second = admin_client.post(NEW, form)
+    assert first["Location"] == second["Location"]
+    assert Purchase.objects.count() == 1
+    assert len(fake_stripe.calls_to("/v1/checkout/sessions")) == 1
+    assert len(fake_stripe.calls_to("/v1/customers")) == 1
+
+
+def test_without_stripe_in_production_the_admin_is_told(admin_client, prices, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    settings.DEBUG = False
+    response = admin_client.post(
+        NEW, {"quantity": 10, "request_token": str(uuid.uuid4())}, follow=True
+    )
+    assert b"Online payment is not set up" in response.content
+    assert not Purchase.objects.exists()
+
+
+@pytest.mark.parametrize("quantity", ["", "0", "-3", "abc", "2000000"])
+def test_bad_quantities_are_refused_with_a_message(admin_client, prices, fake_stripe, quantity):
+    response = admin_client.post(
+        NEW, {"quantity": quantity, "request_token": str(uuid.uuid4())}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("billing:add_credits")
+    assert b"message-error" in response.content
+    assert not Purchase.objects.exists()
+
+
+def test_managers_and_learners_cannot_buy(manager_client, learner_client, prices):
+    for client in (manager_client, learner_client):
+        assert client.get(reverse("billing:add_credits")).status_code == 403
+        assert client.post(NEW, {"quantity": 5}).status_code == 403
