@@ -5,15 +5,22 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0002_stripeevent_stripecustomer_purchase'),
+        ("billing", "0002_stripeevent_stripecustomer_purchase"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='purchase',
-            name='status',
-            field=django_fsm.FSMField(choices=[('pending', 'Waiting for payment'), ('paid', 'Paid'), ('failed', 'Payment failed')], default='pending', max_length=50),
+            model_name="purchase",
+            name="status",
+            field=django_fsm.FSMField(
+                choices=[
+                    ("pending", "Waiting for payment"),
+                    ("paid", "Paid"),
+                    ("failed", "Payment failed"),
+                ],
+                default="pending",
+                max_length=50,
+            ),
         ),
     ]
