@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from .models import CreditPackage, PriceList, Purchase, StripeCustomer, StripeEvent, VolumeTier
+from .models import (
+    CreditPackage,
+    PriceList,
+    Purchase,
+    StripeCustomer,
+    StripeEvent,
+    Subscription,
+    SubscriptionPlan,
+    VolumeTier,
+)
 
 
 class VolumeTierInline(admin.TabularInline):
@@ -65,6 +74,32 @@ class StripeEventAdmin(admin.ModelAdmin):
     list_display = ["event_id", "type", "received_at", "processed_at"]
     list_filter = ["type"]
     search_fields = ["event_id", "type"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SubscriptionPlan)
+class SubscriptionPlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "interval", "credits_per_period", "price_minor", "rank", "active"]
+    list_filter = ["interval", "active"]
+    search_fields = ["name", "stripe_price_id"]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    """Read-only: Stripe's events keep subscriptions in step."""
+
+    list_display = ["organization", "plan", "status", "cancel_at_period_end", "current_period_end"]
+    list_filter = ["status", "plan"]
+    search_fields = ["organization__name", "stripe_subscription_id"]
+    list_select_related = ["organization", "plan"]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -6,12 +6,19 @@ They reproduce seed 000's example: a need of 9,000 credits is priced at the 5,00
 
 from django.db import transaction
 
-from .models import CreditPackage, PriceList, VolumeTier
+from .models import CreditPackage, PriceList, SubscriptionPlan, VolumeTier
 
 LIST_PRICE_MINOR = 1000
 # minimum quantity -> unit price in cents
 TIERS = [(1, 1000), (1_000, 975), (2_500, 950), (5_000, 925), (10_000, 900), (20_000, 850)]
 # credits -> discount in percent off the list price
+# name, interval, credits per period, price in cents, rank
+PLANS = [
+    ("Starter", "month", 50, 45_000, 1),
+    ("Team", "month", 200, 170_000, 2),
+    ("Business", "month", 500, 400_000, 3),
+    ("Team", "year", 2_400, 1_800_000, 2),
+]
 PACKAGES = [(100, 0), (1_170, 2.5), (2_339, 5), (4_678, 7.5), (9_356, 10), (18_712, 15)]
 
 
@@ -30,5 +37,12 @@ def seed() -> int:
             price_list=price_list,
             credits=credits,
             defaults={"name": f"{credits:,} credits", "price_minor": price, "active": True},
+        )
+    for name, interval, credits, price, rank in PLANS:
+        SubscriptionPlan.objects.update_or_create(
+            interval=interval,
+            rank=rank,
+            currency="USD",
+            defaults={"name": name, "credits_per_period": credits, "price_minor": price},
         )
     return len(PACKAGES)

@@ -138,3 +138,61 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class SubscriptionPlan(models.Model):
+    """A plan that grants credits each paid period (seed 001). Support sets the Stripe price
+    id in the admin; `rank` orders tiers for upgrades."""
+
+    class Interval(models.TextChoices):
+        MONTH = "month", "Monthly"
+        YEAR = "year", "Yearly"
+
+    name = models.CharField(max_length=100)
+    interval = models.CharField(max_length=5, choices=Interval.choices)
+    credits_per_period = models.PositiveIntegerField()
+    price_minor = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3, default="USD")
+    rank = models.PositiveSmallIntegerField(help_text="Higher is a bigger tier.")
+    stripe_price_id = models.CharField(max_length=255, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["interval", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["interval", "rank", "currency"], name="plan_rank"),
+            models.CheckConstraint(
+                condition=models.Q(credits_per_period__gte=1), name="plan_credits_pos"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_interval_display().lower()})"
+
+
+class Subscription(models.Model):
+    """An organization's Stripe subscription, kept in step by Stripe's events."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    plan = models.ForeignKey(SubscriptionPlan, on_delete=models.PROTECT, related_name="+")
+    stripe_subscription_id = models.CharField(max_length=255, unique=True)
+    stripe_item_id = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=32, default="incomplete")
+    cancel_at_period_end = models.BooleanField(default=False)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    LIVE_STATUSES = ("active", "trialing", "past_due")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.organization} on {self.plan} ({self.status})"
+
+    @property
+    def live(self) -> bool:
+        return self.status in self.LIVE_STATUSES

@@ -16,7 +16,7 @@ from accounts.models import Organization, User
 from credits import services as ledger
 
 from . import pricing, stripe_gateway
-from .models import CreditPackage, Purchase, StripeEvent
+from .models import CreditPackage, Purchase, StripeEvent, Subscription, SubscriptionPlan
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,15 @@ def _event_time(event: dict) -> dt.datetime:
     return dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
 
 
+def _checkout_completed(obj: dict, event: dict) -> None:
+    if obj.get("mode") == "subscription":
+        subscription_checkout_completed(session=obj)
+    else:
+        checkout_session_fulfil(session=obj, paid_at=_event_time(event))
+
+
 HANDLERS: dict[str, Callable[[dict, dict], object]] = {
-    "checkout.session.completed": lambda obj, event: checkout_session_fulfil(
-        session=obj, paid_at=_event_time(event)
-    ),
+    "checkout.session.completed": _checkout_completed,
     "checkout.session.async_payment_succeeded": lambda obj, event: checkout_session_fulfil(
         session=obj, paid_at=_event_time(event)
     ),
@@ -168,6 +173,10 @@ HANDLERS: dict[str, Callable[[dict, dict], object]] = {
     "charge.dispute.created": lambda obj, event: payment_revoke(
         payment_intent_id=obj.get("payment_intent") or "", reason="Stripe: payment disputed"
     ),
+    "invoice.paid": lambda obj, event: invoice_paid(invoice=obj, event=event),
+    "customer.subscription.created": lambda obj, event: subscription_sync(obj=obj),
+    "customer.subscription.updated": lambda obj, event: subscription_sync(obj=obj),
+    "customer.subscription.deleted": lambda obj, event: subscription_sync(obj=obj),
 }
 
 
@@ -187,3 +196,167 @@ def stripe_event_process(*, event: dict) -> bool:
         record.processed_at = timezone.now()
         record.save(update_fields=["processed_at"])
     return True
+
+
+# --- Subscriptions (seed 001) ---------------------------------------------------------------
+
+
+def _timestamp(value: int | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC) if value else None
+
+
+def _subscription_metadata(invoice: dict) -> tuple[str | None, dict]:
+    """(subscription id, metadata) of an invoice, in the API's older and newer shapes."""
+    details = ((invoice.get("parent") or {}).get("subscription_details")) or {}
+    subscription_id = invoice.get("subscription") or details.get("subscription")
+    metadata = details.get("metadata") or invoice.get("subscription_details", {}).get("metadata")
+    if not metadata:
+        lines = (invoice.get("lines") or {}).get("data") or [{}]
+        metadata = lines[0].get("metadata") or {}
+    return subscription_id, metadata
+
+
+def subscription_record(
+    *, stripe_subscription_id: str, organization_id: int, plan: SubscriptionPlan, **fields
+) -> Subscription:
+    record, _ = Subscription.objects.update_or_create(
+        stripe_subscription_id=stripe_subscription_id,
+        defaults={"organization_id": organization_id, "plan": plan, **fields},
+    )
+    return record
+
+
+def subscription_checkout_completed(*, session: dict) -> None:
+    metadata = session.get("metadata") or {}
+    plan = SubscriptionPlan.objects.filter(pk=metadata.get("plan_id")).first()
+    if plan is None or not session.get("subscription"):
+        log.warning("subscription checkout %s without plan or subscription", session.get("id"))
+        return
+    # Only the link is recorded here; a paid invoice makes it active and grants credits.
+    Subscription.objects.get_or_create(
+        stripe_subscription_id=session["subscription"],
+        defaults={"organization_id": int(metadata["organization_id"]), "plan": plan},
+    )
+
+
+def invoice_paid(*, invoice: dict, event: dict) -> None:
+    """A paid subscription period grants its plan's credits: one lot per (subscription,
+    period), whatever the order or number of deliveries. Proration invoices of an upgrade
+    grant nothing here (the upgrade granted the difference at once)."""
+    if invoice.get("billing_reason") not in ("subscription_create", "subscription_cycle"):
+        return
+    subscription_id, metadata = _subscription_metadata(invoice)
+    if not subscription_id:
+        return
+    existing = Subscription.objects.filter(stripe_subscription_id=subscription_id).first()
+    plan = SubscriptionPlan.objects.filter(pk=metadata.get("plan_id")).first() or (
+        existing.plan if existing else None
+    )
+    organization_id = metadata.get("organization_id") or (
+        existing.organization_id if existing else None
+    )
+    if plan is None or organization_id is None:
+        log.warning("paid invoice %s names no known plan", invoice.get("id"))
+        return
+    line = ((invoice.get("lines") or {}).get("data") or [{}])[0]
+    period = line.get("period") or {}
+    start, end = _timestamp(period.get("start")), _timestamp(period.get("end"))
+    record = subscription_record(
+        stripe_subscription_id=subscription_id,
+        organization_id=int(organization_id),
+        plan=plan,
+        status="active",
+        current_period_start=start,
+        current_period_end=end,
+    )
+    paid_at = _timestamp((invoice.get("status_transitions") or {}).get("paid_at"))
+    ledger.lot_grant(
+        organization=record.organization,
+        quantity=plan.credits_per_period,
+        source="subscription",
+        invoice_date=paid_at or _event_time(event),
+        reference=invoice["id"],
+        idempotency_key=f"stripe:subscription:{subscription_id}:{period.get('start')}",
+    )
+
+
+def subscription_sync(*, obj: dict) -> None:
+    """customer.subscription.* events keep status, plan, period and cancellation."""
+    record = Subscription.objects.filter(stripe_subscription_id=obj.get("id")).first()
+    if record is None:
+        return  # not ours yet: the checkout or the first paid invoice will record it
+    item = ((obj.get("items") or {}).get("data") or [{}])[0]
+    price_id = (item.get("price") or {}).get("id")
+    plan = SubscriptionPlan.objects.filter(stripe_price_id=price_id).first() if price_id else None
+    record.status = obj.get("status", record.status)
+    record.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
+    record.stripe_item_id = item.get("id") or record.stripe_item_id
+    start = obj.get("current_period_start") or item.get("current_period_start")
+    end = obj.get("current_period_end") or item.get("current_period_end")
+    record.current_period_start = _timestamp(start) or record.current_period_start
+    record.current_period_end = _timestamp(end) or record.current_period_end
+    record.plan = plan or record.plan
+    record.save()
+
+
+def live_subscription(*, organization: Organization) -> Subscription | None:
+    return (
+        Subscription.objects.filter(
+            organization=organization, status__in=Subscription.LIVE_STATUSES
+        )
+        .select_related("plan")
+        .first()
+    )
+
+
+def subscription_start(
+    *, organization: Organization, plan: SubscriptionPlan, request_token: str
+) -> str:
+    if live_subscription(organization=organization) is not None:
+        raise PurchaseRefused("You already have a subscription: upgrade it instead.")
+    if not plan.active or plan.currency != organization.currency:
+        raise PurchaseRefused("That plan is not available.")
+    return stripe_gateway.subscription_checkout_create(organization, plan, request_token)
+
+
+def subscription_upgrade(*, organization: Organization, plan: SubscriptionPlan, actor: User):
+    """Move to a bigger tier of the same interval; the difference in credits for the current
+    period is granted at once (once, whatever the retries)."""
+    with transaction.atomic():
+        subscription = (
+            Subscription.objects.select_for_update()
+            .select_related("plan")
+            .filter(organization=organization, status__in=Subscription.LIVE_STATUSES)
+            .first()
+        )
+        if subscription is None:
+            raise PurchaseRefused("There is no subscription to upgrade.")
+        current = subscription.plan
+        if plan.interval != current.interval or plan.rank <= current.rank or not plan.active:
+            raise PurchaseRefused(f"{plan} is not an upgrade of {current}.")
+        stripe_gateway.subscription_change_plan(subscription, plan)
+        period = subscription.current_period_start or subscription.created_at
+        ledger.lot_grant(
+            organization=organization,
+            quantity=plan.credits_per_period - current.credits_per_period,
+            source="subscription",
+            invoice_date=timezone.now(),
+            reference="",
+            idempotency_key=(
+                f"subscription:{subscription.pk}:upgrade:{plan.pk}:{int(period.timestamp())}"
+            ),
+            actor=actor,
+        )
+        subscription.plan = plan
+        subscription.save(update_fields=["plan"])
+    return subscription
+
+
+def subscription_cancel(*, organization: Organization) -> Subscription:
+    subscription = live_subscription(organization=organization)
+    if subscription is None:
+        raise PurchaseRefused("There is no subscription to cancel.")
+    stripe_gateway.subscription_cancel_at_period_end(subscription)
+    subscription.cancel_at_period_end = True
+    subscription.save(update_fields=["cancel_at_period_end"])
+    return subscription

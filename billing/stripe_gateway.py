@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from accounts.models import Organization
 
-from .models import Purchase, StripeCustomer
+from .models import Purchase, StripeCustomer, Subscription, SubscriptionPlan
 
 # Used only by the simulated checkout, which exists only with DEBUG on and no real key.
 SIMULATED_WEBHOOK_SECRET = "whsec_simulated_offline_checkout"  # noqa: S105 - not a secret
@@ -101,3 +101,68 @@ def checkout_session_create(purchase: Purchase) -> tuple[str, str]:
 
 def checkout_session_retrieve(session_id: str) -> dict:
     return stripe_client().v1.checkout.sessions.retrieve(session_id).to_dict()
+
+
+def subscription_checkout_create(
+    organization: Organization, plan: SubscriptionPlan, request_token: str
+) -> str:
+    """The address where the admin subscribes to `plan`."""
+    if simulated():
+        return reverse("billing:simulated_checkout", args=[f"cs_sim_sub_{plan.pk}_{request_token}"])
+    if not plan.stripe_price_id:
+        raise PaymentsUnavailable
+    metadata = {"organization_id": str(organization.pk), "plan_id": str(plan.pk)}
+    session = stripe_client().v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer_id_for(organization),
+            "client_reference_id": str(organization.pk),
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "metadata": metadata,
+            # Copied by Stripe onto every invoice, so a paid period always names its plan.
+            "subscription_data": {"metadata": metadata},
+            "success_url": settings.SITE_URL + reverse("billing:overview"),
+            "cancel_url": settings.SITE_URL + reverse("billing:overview"),
+        },
+        options={"idempotency_key": f"subscribe:{organization.pk}:{request_token}"},
+    )
+    return session.url
+
+
+def subscription_change_plan(subscription: Subscription, plan: SubscriptionPlan) -> None:
+    if simulated():
+        return
+    if not plan.stripe_price_id:
+        raise PaymentsUnavailable
+    stripe_client().v1.subscriptions.update(
+        subscription.stripe_subscription_id,
+        params={
+            "items": [{"id": subscription.stripe_item_id, "price": plan.stripe_price_id}],
+            "proration_behavior": "always_invoice",
+            "metadata": {
+                "organization_id": str(subscription.organization_id),
+                "plan_id": str(plan.pk),
+            },
+        },
+        options={"idempotency_key": f"subscription:{subscription.pk}:plan:{plan.pk}"},
+    )
+
+
+def subscription_cancel_at_period_end(subscription: Subscription) -> None:
+    if simulated():
+        return
+    stripe_client().v1.subscriptions.update(
+        subscription.stripe_subscription_id,
+        params={"cancel_at_period_end": True},
+        options={"idempotency_key": f"subscription:{subscription.pk}:cancel"},
+    )
+
+
+def customer_portal_url(organization: Organization) -> str:
+    portal = stripe_client().v1.billing_portal.sessions.create(
+        params={
+            "customer": customer_id_for(organization),
+            "return_url": settings.SITE_URL + reverse("billing:overview"),
+        }
+    )
+    return portal.url

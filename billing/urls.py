@@ -4,6 +4,11 @@ from . import views
 
 app_name = "billing"
 urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("subscription/new/", views.subscribe, name="subscribe"),
+    path("subscription/upgrade/", views.subscription_upgrade, name="subscription_upgrade"),
+    path("subscription/cancel/", views.subscription_cancel, name="subscription_cancel"),
+    path("portal/", views.customer_portal, name="customer_portal"),
     path("add-credits/", views.add_credits, name="add_credits"),
     path("purchases/new/", views.purchase_create, name="purchase_create"),
     path("purchases/<int:pk>/", views.purchase, name="purchase"),

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,8 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.decorators import admin_required
 from credits import selectors as credit_selectors
 
-from . import pricing, services, stripe_gateway
-from .models import CreditPackage, Purchase
+from . import charts, pricing, services, stripe_gateway
+from .models import CreditPackage, Purchase, SubscriptionPlan
 
 
 def _local_path(request: HttpRequest, value: str) -> str:
@@ -149,41 +150,98 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
 @admin_required
 def simulated_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
     """A stand-in for Stripe's hosted checkout, for machines with no Stripe key (DEBUG only).
-    "Pay" sends a signed checkout.session.completed to the real webhook endpoint."""
+    "Pay" sends the events Stripe would send, signed, to the real webhook endpoint."""
     if not stripe_gateway.simulated():
         raise Http404("There is no simulated checkout on this site.")
-    item = get_object_or_404(
-        Purchase, checkout_session_id=session_id, organization=request.organization
-    )
+    if session_id.startswith("cs_sim_sub_"):
+        _, _, _, plan_id, token = session_id.split("_", 4)
+        plan = get_object_or_404(SubscriptionPlan, pk=_positive_int(plan_id), active=True)
+        item, events = None, _simulated_subscription_events(request, session_id, plan, token)
+        back = "billing:overview"
+    else:
+        item = get_object_or_404(
+            Purchase, checkout_session_id=session_id, organization=request.organization
+        )
+        plan, events = None, [_simulated_purchase_event(item)]
+        back = "billing:add_credits"
     if request.method == "GET":
-        return render(request, "billing/simulated_checkout.html", {"purchase": item})
+        return render(request, "billing/simulated_checkout.html", {"purchase": item, "plan": plan})
     if request.POST.get("action") == "cancel":
         messages.info(request, "Payment cancelled. Nothing was charged.")
-        return redirect("billing:add_credits")
-    _send_simulated_event(request, item)
+        return redirect(back)
+    for event in events:
+        _post_signed(request, event)
+    if item is None:
+        messages.success(request, f"Subscribed to {plan}.")
+        return redirect("billing:overview")
     return redirect("billing:purchase", item.pk)
 
 
-def _send_simulated_event(request: HttpRequest, item: Purchase) -> None:
-    session = {
-        "id": item.checkout_session_id,
-        "object": "checkout.session",
-        "mode": "payment",
-        "payment_status": "paid",
-        "status": "complete",
-        "client_reference_id": str(item.pk),
-        "metadata": {"organization_id": str(item.organization_id), "purchase_id": str(item.pk)},
-        "payment_intent": f"pi_sim_{item.pk}",
-        "amount_total": item.amount_minor,
-        "currency": item.currency.lower(),
-    }
-    event = {
+def _event(type_: str, obj: dict) -> dict:
+    return {
         "id": f"evt_sim_{uuid.uuid4().hex}",
         "object": "event",
-        "type": "checkout.session.completed",
+        "type": type_,
         "created": int(time.time()),
-        "data": {"object": session},
+        "data": {"object": obj},
     }
+
+
+def _simulated_purchase_event(item: Purchase) -> dict:
+    return _event(
+        "checkout.session.completed",
+        {
+            "id": item.checkout_session_id,
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "status": "complete",
+            "client_reference_id": str(item.pk),
+            "metadata": {
+                "organization_id": str(item.organization_id),
+                "purchase_id": str(item.pk),
+            },
+            "payment_intent": f"pi_sim_{item.pk}",
+            "amount_total": item.amount_minor,
+            "currency": item.currency.lower(),
+        },
+    )
+
+
+def _simulated_subscription_events(
+    request: HttpRequest, session_id: str, plan: SubscriptionPlan, token: str
+) -> list[dict]:
+    metadata = {"organization_id": str(request.organization.pk), "plan_id": str(plan.pk)}
+    subscription_id = f"sub_sim_{token}"
+    start = int(time.time())
+    end = start + (365 if plan.interval == "year" else 30) * 86400
+    return [
+        _event(
+            "checkout.session.completed",
+            {
+                "id": session_id,
+                "object": "checkout.session",
+                "mode": "subscription",
+                "subscription": subscription_id,
+                "metadata": metadata,
+            },
+        ),
+        _event(
+            "invoice.paid",
+            {
+                "id": f"in_sim_{token}",
+                "object": "invoice",
+                "billing_reason": "subscription_create",
+                "subscription": subscription_id,
+                "subscription_details": {"metadata": metadata},
+                "status_transitions": {"paid_at": start},
+                "lines": {"data": [{"period": {"start": start, "end": end}}]},
+            },
+        ),
+    ]
+
+
+def _post_signed(request: HttpRequest, event: dict) -> None:
     payload = json.dumps(event)
     signature = stripe.WebhookSignature.generate_signature_header(
         payload, stripe_gateway.webhook_secret()
@@ -196,3 +254,111 @@ def _send_simulated_event(request: HttpRequest, item: Purchase) -> None:
     )
     with urllib.request.urlopen(webhook, timeout=15) as response:  # noqa: S310
         response.read()
+
+
+@require_GET
+@admin_required
+def overview(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    subscription = services.live_subscription(organization=organization)
+    plans = SubscriptionPlan.objects.filter(active=True, currency=organization.currency)
+    upgrades = []
+    if subscription is not None:
+        upgrades = [
+            p
+            for p in plans
+            if p.interval == subscription.plan.interval and p.rank > subscription.plan.rank
+        ]
+    context = {
+        "balance": credit_selectors.organization_balance(organization=organization),
+        "subscription": subscription,
+        "plans": plans,
+        "upgrades": upgrades,
+        "purchases": Purchase.objects.filter(organization=organization).select_related("lot")[:20],
+        "overages": credit_selectors.overages(organization=organization)[:20],
+        "chart": charts.monthly_bars(credit_selectors.monthly_flows(organization=organization)),
+        "request_token": uuid.uuid4(),
+        "simulated": stripe_gateway.simulated(),
+    }
+    return render(request, "billing/overview.html", context)
+
+
+def _plan(request: HttpRequest) -> SubscriptionPlan | None:
+    return SubscriptionPlan.objects.filter(pk=_positive_int(request.POST.get("plan"))).first()
+
+
+@require_POST
+@admin_required
+def subscribe(request: HttpRequest) -> HttpResponse:
+    plan = _plan(request)
+    token = request.POST.get("request_token", "")
+    try:
+        uuid.UUID(token)
+        if plan is None:
+            raise services.PurchaseRefused("That plan is not available.")
+        url = services.subscription_start(
+            organization=request.organization, plan=plan, request_token=uuid.UUID(token).hex
+        )
+    except ValueError:
+        messages.error(request, "The form was out of date. Please choose again.")
+        return redirect("billing:overview")
+    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+        messages.error(request, str(refusal))
+        return redirect("billing:overview")
+    except stripe.StripeError:
+        messages.error(request, "Stripe did not answer. Nothing was charged; please try again.")
+        return redirect("billing:overview")
+    return redirect(url)
+
+
+@require_POST
+@admin_required
+def subscription_upgrade(request: HttpRequest) -> HttpResponse:
+    plan = _plan(request)
+    try:
+        if plan is None:
+            raise services.PurchaseRefused("That plan is not available.")
+        services.subscription_upgrade(
+            organization=request.organization, plan=plan, actor=request.user
+        )
+    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+        messages.error(request, str(refusal))
+    except stripe.StripeError:
+        messages.error(request, "Stripe did not answer. Nothing changed; please try again.")
+    else:
+        messages.success(
+            request, f"Upgraded to {plan}: the extra credits of this period are in your pool."
+        )
+    return redirect("billing:overview")
+
+
+@require_POST
+@admin_required
+def subscription_cancel(request: HttpRequest) -> HttpResponse:
+    try:
+        subscription = services.subscription_cancel(organization=request.organization)
+    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+        messages.error(request, str(refusal))
+    except stripe.StripeError:
+        messages.error(request, "Stripe did not answer. Nothing changed; please try again.")
+    else:
+        end = subscription.current_period_end
+        messages.success(
+            request,
+            "Your subscription ends at the end of this period"
+            + (f" ({timezone.localtime(end):%b %-d, %Y})." if end else ".")
+            + " Credits already granted stay yours until they expire.",
+        )
+    return redirect("billing:overview")
+
+
+@require_POST
+@admin_required
+def customer_portal(request: HttpRequest) -> HttpResponse:
+    try:
+        return redirect(stripe_gateway.customer_portal_url(request.organization))
+    except stripe_gateway.PaymentsUnavailable:
+        messages.error(request, "The Stripe customer portal is not available on this site.")
+    except stripe.StripeError:
+        messages.error(request, "Stripe did not answer; please try again.")
+    return redirect("billing:overview")

@@ -7,12 +7,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
 from accounts.models import Organization
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot
+from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
 
 EXPIRING_SOON_DAYS = 30
 
@@ -105,3 +105,61 @@ def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
 
 def active_holds(*, account: Account) -> QuerySet[Hold]:
     return Hold.objects.filter(account=account, status=Hold.Status.ACTIVE)
+
+
+@dataclass(frozen=True)
+class MonthFlow:
+    month: dt.date
+    bought: int
+    used: int
+    expired: int
+
+
+def monthly_flows(
+    *, organization: Organization, months: int = 12, now: dt.datetime | None = None
+) -> list[MonthFlow]:
+    """Credits bought, used and expired in each of the last `months` calendar months (in the
+    active time zone), oldest first, months with no movement included."""
+    now = timezone.localtime(now or timezone.now())
+    # The first day of the month `months - 1` calendar months ago, at local midnight.
+    index = now.year * 12 + now.month - 1 - (months - 1)
+    start = now.replace(
+        year=index // 12, month=index % 12 + 1, day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    rows = (
+        LedgerEntry.objects.filter(account__organization=organization, created_at__gte=start)
+        .annotate(month=TruncMonth("created_at"))
+        .values("month")
+        .annotate(
+            bought=Coalesce(
+                Sum(
+                    "quantity", filter=Q(transaction__kind__in=["grant", "adjust"], quantity__gt=0)
+                ),
+                0,
+            ),
+            used=Coalesce(
+                Sum(
+                    "quantity",
+                    filter=Q(transaction__kind__in=["redeem", "capture", "adjust"], quantity__lt=0),
+                ),
+                0,
+            ),
+            expired=Coalesce(
+                Sum("quantity", filter=Q(transaction__kind__in=["expire", "revoke"])), 0
+            ),
+        )
+    )
+    by_month = {row["month"].date(): row for row in rows}
+    flows = []
+    month = start.date()
+    for _ in range(months):
+        row = by_month.get(month, {})
+        flows.append(
+            MonthFlow(month, row.get("bought", 0), -row.get("used", 0), -row.get("expired", 0))
+        )
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+    return flows
+
+
+def overages(*, organization: Organization) -> QuerySet[Overage]:
+    return Overage.objects.filter(organization=organization).order_by("-created_at")
