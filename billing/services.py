@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+import zoneinfo
 from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
@@ -360,3 +361,41 @@ def subscription_cancel(*, organization: Organization) -> Subscription:
     subscription.cancel_at_period_end = True
     subscription.save(update_fields=["cancel_at_period_end"])
     return subscription
+
+
+# --- Overage (seed 002) ---------------------------------------------------------------------
+
+
+def overage_month_start(*, organization: Organization, now: dt.datetime | None = None):
+    """Midnight on the first of the current month where the organization is: overage before
+    it belongs to months that are over."""
+    local = (now or timezone.now()).astimezone(zoneinfo.ZoneInfo(organization.time_zone))
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def overage_invoice(*, organization_id: int, now: dt.datetime | None = None) -> str | None:
+    """Put the organization's unbilled overage of past months on one Stripe invoice at the
+    list price, once: the rows are locked, invoiced and marked in one transaction, and the
+    Stripe requests carry keys per organization and month, so a retry bills nothing twice."""
+    organization = Organization.objects.get(pk=organization_id)
+    before = overage_month_start(organization=organization, now=now)
+    month = (before - dt.timedelta(days=1)).strftime("%Y-%m")
+    price_list = pricing.price_list_for(organization.currency)
+    if price_list is None:
+        log.error("no %s price list to bill overage of %s", organization.currency, organization)
+        return None
+    with transaction.atomic():
+        quantity = ledger.overage_lock_unbilled(organization=organization, before=before)
+        if not quantity:
+            return None
+        invoice_id = stripe_gateway.overage_invoice_create(
+            organization,
+            quantity=quantity,
+            amount_minor=quantity * price_list.list_price_minor,
+            currency=organization.currency,
+            month=month,
+        )
+        ledger.overage_mark_billed(
+            organization=organization, before=before, invoice_reference=invoice_id
+        )
+    return invoice_id

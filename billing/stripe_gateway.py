@@ -166,3 +166,34 @@ def customer_portal_url(organization: Organization) -> str:
         }
     )
     return portal.url
+
+
+def overage_invoice_create(
+    organization: Organization, *, quantity: int, amount_minor: int, currency: str, month: str
+) -> str:
+    """One invoice for a month's overage, charged automatically; returns its id."""
+    if simulated():
+        return f"in_sim_overage_{organization.pk}_{month}"
+    client = stripe_client()
+    customer = customer_id_for(organization)
+    key = f"overage:{organization.pk}:{month}"
+    client.v1.invoice_items.create(
+        params={
+            "customer": customer,
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "description": f"Overage {month}: {quantity:,} credits at the list price",
+        },
+        options={"idempotency_key": f"{key}:item"},
+    )
+    invoice = client.v1.invoices.create(
+        params={
+            "customer": customer,
+            "collection_method": "charge_automatically",
+            "pending_invoice_items_behavior": "include",
+            "auto_advance": True,
+            "metadata": {"organization_id": str(organization.pk), "overage_month": month},
+        },
+        options={"idempotency_key": f"{key}:invoice"},
+    )
+    return invoice.id

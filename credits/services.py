@@ -31,7 +31,7 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from catalog.models import Course
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot
+from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
 
 Kind = LedgerTransaction.Kind
 
@@ -774,3 +774,24 @@ def _create_lot(
         ) from error
     _credit(txn, account.pk, [_Moved(lot.pk, quantity)])
     return lot
+
+
+# --- Overage billing -------------------------------------------------------------------------
+
+
+def overage_lock_unbilled(*, organization: Organization, before: dt.datetime) -> int:
+    """Lock the organization's unbilled overage recorded before `before` (for the caller's
+    transaction) and return how many credits it adds up to."""
+    rows = Overage.objects.select_for_update().filter(
+        organization=organization, billed_at__isnull=True, created_at__lt=before
+    )
+    return sum(row.quantity for row in rows)
+
+
+def overage_mark_billed(
+    *, organization: Organization, before: dt.datetime, invoice_reference: str
+) -> int:
+    """Mark that overage billed on `invoice_reference`; returns how many rows."""
+    return Overage.objects.filter(
+        organization=organization, billed_at__isnull=True, created_at__lt=before
+    ).update(billed_at=timezone.now(), invoice_reference=invoice_reference)

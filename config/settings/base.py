@@ -5,6 +5,7 @@ from pathlib import Path
 
 import environ
 import structlog
+from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -194,7 +195,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimu
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # The beat schedule is static: every periodic job is listed here.
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "overage-invoices-monthly": {
+        "task": "billing.tasks.overage_invoices_monthly",
+        "schedule": crontab(day_of_month="1", hour="6", minute="0"),
+    },
+}
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_JSON = env_bool("LOG_JSON", False)

@@ -55,6 +55,18 @@ class FakeStripe(stripe.HTTPClient):
             return session
         if call.path.startswith("/v1/checkout/sessions/"):
             return self.sessions[call.path.rsplit("/", 1)[1]]
+        if call.path.startswith("/v1/subscriptions/"):
+            return {"id": call.path.rsplit("/", 1)[1], "object": "subscription"}
+        if call.path == "/v1/billing_portal/sessions":
+            return {
+                "id": "bps_1",
+                "object": "billing_portal.session",
+                "url": "https://billing.stripe.test/p/1",
+            }
+        if call.path == "/v1/invoiceitems":
+            return {"id": f"ii_{next(self._ids)}", "object": "invoiceitem"}
+        if call.path == "/v1/invoices":
+            return {"id": f"in_test_{next(self._ids)}", "object": "invoice"}
         return {"error": {"message": f"fake has no {call.path}"}}
 
     def close(self):

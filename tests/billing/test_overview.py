@@ -1,0 +1,71 @@
+import datetime as dt
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from billing.services import overage_invoice
+from billing.tasks import overage_invoices_monthly
+from credits import services
+from credits.models import Overage
+from tests.credits.factories import grant, redeem
+
+pytestmark = pytest.mark.django_db
+
+
+def test_billing_page_shows_balance_purchases_chart_and_no_refund_button(
+    admin_client, organization, prices
+):
+    grant(organization, 40)
+    redeem(services.pool_account(organization=organization), 15)
+    page = admin_client.get(reverse("billing:overview")).content.decode()
+    assert "<svg" in page and 'data-testid="monthly-chart"' in page
+    assert "Bought in" in page and ": 40</title>" in page
+    assert ": 15</title>" in page
+    assert "refund" not in page.lower().replace("no refunds", "")
+    assert "Subscribe" in page
+
+
+def test_the_chart_covers_the_last_12_months_ending_with_this_one(admin_client, prices):
+    with time_machine.travel(dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC)):
+        chart = admin_client.get(reverse("billing:overview")).context["chart"]
+    labels = [m["label"] for m in chart["months"]]
+    assert labels == ["Dec", "Jan", "Feb", "Mar", "Apr", "May"] + [
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Oct",
+        "Nov",
+    ]
+
+
+@pytest.fixture
+def overage_org(organization):
+    organization.when_short = "bill_overage"
+    organization.save()
+    return organization
+
+
+def test_monthly_overage_is_invoiced_once_at_the_list_price(overage_org, prices, fake_stripe):
+    pool = services.pool_account(organization=overage_org)
+    with time_machine.travel(dt.datetime(2026, 10, 10, 12, tzinfo=dt.UTC)):
+        grant(overage_org, 2)
+        redeem(pool, 5, allow_overage=True)  # 3 credits of overage in October
+    with time_machine.travel(dt.datetime(2026, 11, 1, 11, tzinfo=dt.UTC)):
+        assert overage_invoices_monthly() == 1
+        assert overage_invoice(organization_id=overage_org.pk) is None  # already billed
+    item = fake_stripe.calls_to("/v1/invoiceitems")[0]
+    assert (item.params["amount"], item.params["currency"]) == ("3000", "usd")
+    assert item.idempotency_key == f"overage:{overage_org.pk}:2026-10:item"
+    assert len(fake_stripe.calls_to("/v1/invoices")) == 1
+    billed = Overage.objects.get()
+    assert billed.billed_at is not None and billed.invoice_reference.startswith("in_test_")
+
+
+def test_overage_of_the_current_month_waits_for_next_month(overage_org, prices, fake_stripe):
+    pool = services.pool_account(organization=overage_org)
+    with time_machine.travel(dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC)):
+        redeem(pool, 2, allow_overage=True)
+        assert overage_invoice(organization_id=overage_org.pk) is None
+    assert fake_stripe.calls_to("/v1/invoices") == []
