@@ -30,7 +30,13 @@ def test_the_chart_covers_the_last_12_months_ending_with_this_one(admin_client, 
     with time_machine.travel(dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC)):
         chart = admin_client.get(reverse("billing:overview")).context["chart"]
     labels = [m["label"] for m in chart["months"]]
-    assert labels == ["Dec", "Jan", "Feb", "Mar", "Apr", "May"] + [
+    assert labels == [
+        "Dec",
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "May",
         "Jun",
         "Jul",
         "Aug",
