@@ -96,6 +96,7 @@ class Purchase(models.Model):
     checkout_url = models.URLField(max_length=2000, blank=True)
     payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
     invoice_id = models.CharField(max_length=255, blank=True)
+    invoice_url = models.URLField(max_length=2000, blank=True, help_text="Stripe-hosted invoice.")
     next_url = models.CharField(max_length=500, blank=True)
     lot = models.OneToOneField(
         "credits.Lot", on_delete=models.PROTECT, null=True, blank=True, related_name="purchase"

@@ -106,6 +106,7 @@ def checkout_session_fulfil(*, session: dict, paid_at: dt.datetime) -> Purchase 
         )
         purchase.payment_intent_id = session.get("payment_intent") or ""
         purchase.invoice_id = session.get("invoice") or ""
+        purchase.invoice_url = stripe_gateway.invoice_hosted_url(purchase.invoice_id)
         purchase.paid_at = paid_at
         purchase.mark_paid()
         purchase.save()

@@ -197,3 +197,14 @@ def overage_invoice_create(
         options={"idempotency_key": f"{key}:invoice"},
     )
     return invoice.id
+
+
+def invoice_hosted_url(invoice_id: str) -> str:
+    """The Stripe-hosted page of an invoice, or "" if there is none (or Stripe is away: the
+    invoice stays reachable through the customer portal)."""
+    if not invoice_id or simulated():
+        return ""
+    try:
+        return stripe_client().v1.invoices.retrieve(invoice_id).hosted_invoice_url or ""
+    except stripe.StripeError:
+        return ""

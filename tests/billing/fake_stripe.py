@@ -65,6 +65,13 @@ class FakeStripe(stripe.HTTPClient):
             }
         if call.path == "/v1/invoiceitems":
             return {"id": f"ii_{next(self._ids)}", "object": "invoiceitem"}
+        if call.path.startswith("/v1/invoices/"):
+            invoice_id = call.path.rsplit("/", 1)[1]
+            return {
+                "id": invoice_id,
+                "object": "invoice",
+                "hosted_invoice_url": f"https://invoice.stripe.test/{invoice_id}",
+            }
         if call.path == "/v1/invoices":
             return {"id": f"in_test_{next(self._ids)}", "object": "invoice"}
         return {"error": {"message": f"fake has no {call.path}"}}

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from billing.models import CreditPackage, Purchase
+from tests.billing.factories import PurchaseFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -108,3 +109,18 @@ def test_managers_and_learners_cannot_buy(manager_client, learner_client, prices
     for client in (manager_client, learner_client):
         assert client.get(reverse("billing:add_credits")).status_code == 403
         assert client.post(NEW, {"quantity": 5}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("debug", "key"), [(False, ""), (True, "sk_test_real"), (False, "sk_test_real")]
+)
+def test_the_simulated_checkout_exists_only_with_debug_and_no_key(
+    admin_client, admin, organization, settings, debug, key
+):
+    purchase = PurchaseFactory(organization=organization, created_by=admin)
+    settings.DEBUG, settings.STRIPE_SECRET_KEY = debug, key
+    url = reverse("billing:simulated_checkout", args=[purchase.checkout_session_id])
+    assert admin_client.get(url).status_code == 404
+    assert admin_client.post(url, {"action": "pay"}).status_code == 404
+    purchase.refresh_from_db()
+    assert purchase.status == "pending"

@@ -69,6 +69,7 @@ def test_a_paid_checkout_grants_one_lot_valid_365_days(events, purchase, organiz
     assert (lot.quantity, lot.reference) == (100, purchase.checkout_session_id)
     assert lot.expires_at - lot.invoiced_at == dt.timedelta(days=365)
     assert credits_of(organization) == 100
+    assert purchase.invoice_url == "https://invoice.stripe.test/in_test_1"
     assert_audit_clean()
 
 
