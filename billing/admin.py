@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
+
 from .models import (
     CreditPackage,
     PriceList,
@@ -50,7 +52,7 @@ class StripeCustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Purchase)
-class PurchaseAdmin(admin.ModelAdmin):
+class PurchaseAdmin(ReadOnlyAdmin):
     """Read-only: purchases change only through Stripe's events. No refund button: all sales
     are final (seed 000)."""
 
@@ -59,30 +61,12 @@ class PurchaseAdmin(admin.ModelAdmin):
     search_fields = ["organization__name", "checkout_session_id", "payment_intent_id"]
     list_select_related = ["organization"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(admin.ModelAdmin):
+class StripeEventAdmin(ReadOnlyAdmin):
     list_display = ["event_id", "type", "received_at", "processed_at"]
     list_filter = ["type"]
     search_fields = ["event_id", "type"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(SubscriptionPlan)
@@ -93,19 +77,10 @@ class SubscriptionPlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(ReadOnlyAdmin):
     """Read-only: Stripe's events keep subscriptions in step."""
 
     list_display = ["organization", "plan", "status", "cancel_at_period_end", "current_period_end"]
     list_filter = ["status", "plan"]
     search_fields = ["organization__name", "stripe_subscription_id"]
     list_select_related = ["organization", "plan"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

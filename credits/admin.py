@@ -3,18 +3,9 @@ nothing here can add, edit or delete a row. Adjustments have their own audited f
 
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdmin
+
 from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class LedgerEntryInline(admin.TabularInline):
