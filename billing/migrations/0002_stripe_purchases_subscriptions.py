@@ -7,99 +7,214 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('billing', '0001_initial'),
-        ('credits', '0003_credits_take'),
+        ("accounts", "0001_initial"),
+        ("billing", "0001_initial"),
+        ("credits", "0003_credits_take"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StripeEvent',
+            name="StripeEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(max_length=255, unique=True)),
-                ('type', models.CharField(db_index=True, max_length=100)),
-                ('payload', models.JSONField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.CharField(max_length=255, unique=True)),
+                ("type", models.CharField(db_index=True, max_length=100)),
+                ("payload", models.JSONField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-received_at'],
+                "ordering": ["-received_at"],
             },
         ),
         migrations.CreateModel(
-            name='StripeCustomer',
+            name="StripeCustomer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('customer_id', models.CharField(max_length=255, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organization', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='stripe_customer', to='accounts.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("customer_id", models.CharField(max_length=255, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organization",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="stripe_customer",
+                        to="accounts.organization",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SubscriptionPlan',
+            name="SubscriptionPlan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('interval', models.CharField(choices=[('month', 'Monthly'), ('year', 'Yearly')], max_length=5)),
-                ('credits_per_period', models.PositiveIntegerField()),
-                ('price_minor', models.PositiveIntegerField()),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('rank', models.PositiveSmallIntegerField(help_text='Higher is a bigger tier.')),
-                ('stripe_price_id', models.CharField(blank=True, max_length=255)),
-                ('active', models.BooleanField(default=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "interval",
+                    models.CharField(
+                        choices=[("month", "Monthly"), ("year", "Yearly")], max_length=5
+                    ),
+                ),
+                ("credits_per_period", models.PositiveIntegerField()),
+                ("price_minor", models.PositiveIntegerField()),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("rank", models.PositiveSmallIntegerField(help_text="Higher is a bigger tier.")),
+                ("stripe_price_id", models.CharField(blank=True, max_length=255)),
+                ("active", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['interval', 'rank'],
-                'constraints': [models.UniqueConstraint(fields=('interval', 'rank', 'currency'), name='plan_rank'), models.CheckConstraint(condition=models.Q(('credits_per_period__gte', 1)), name='plan_credits_pos')],
+                "ordering": ["interval", "rank"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("interval", "rank", "currency"), name="plan_rank"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("credits_per_period__gte", 1)), name="plan_credits_pos"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stripe_subscription_id', models.CharField(max_length=255, unique=True)),
-                ('stripe_item_id', models.CharField(blank=True, max_length=255)),
-                ('status', models.CharField(default='incomplete', max_length=32)),
-                ('cancel_at_period_end', models.BooleanField(default=False)),
-                ('current_period_start', models.DateTimeField(blank=True, null=True)),
-                ('current_period_end', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='accounts.organization')),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='billing.subscriptionplan')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stripe_subscription_id", models.CharField(max_length=255, unique=True)),
+                ("stripe_item_id", models.CharField(blank=True, max_length=255)),
+                ("status", models.CharField(default="incomplete", max_length=32)),
+                ("cancel_at_period_end", models.BooleanField(default=False)),
+                ("current_period_start", models.DateTimeField(blank=True, null=True)),
+                ("current_period_end", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="subscriptions",
+                        to="accounts.organization",
+                    ),
+                ),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="billing.subscriptionplan",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Purchase',
+            name="Purchase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_token', models.UUIDField()),
-                ('quantity', models.PositiveIntegerField()),
-                ('amount_minor', models.PositiveIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Waiting for payment'), ('paid', 'Paid'), ('failed', 'Payment failed')], default='pending', max_length=50)),
-                ('checkout_session_id', models.CharField(blank=True, max_length=255, null=True, unique=True)),
-                ('checkout_url', models.URLField(blank=True, max_length=2000)),
-                ('payment_intent_id', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('invoice_id', models.CharField(blank=True, max_length=255)),
-                ('invoice_url', models.URLField(blank=True, help_text='Stripe-hosted invoice.', max_length=2000)),
-                ('next_url', models.CharField(blank=True, max_length=500)),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('lot', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='purchase', to='credits.lot')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='purchases', to='accounts.organization')),
-                ('package', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='billing.creditpackage')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("request_token", models.UUIDField()),
+                ("quantity", models.PositiveIntegerField()),
+                ("amount_minor", models.PositiveIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                (
+                    "status",
+                    django_fsm.FSMField(
+                        choices=[
+                            ("pending", "Waiting for payment"),
+                            ("paid", "Paid"),
+                            ("failed", "Payment failed"),
+                        ],
+                        default="pending",
+                        max_length=50,
+                    ),
+                ),
+                (
+                    "checkout_session_id",
+                    models.CharField(blank=True, max_length=255, null=True, unique=True),
+                ),
+                ("checkout_url", models.URLField(blank=True, max_length=2000)),
+                ("payment_intent_id", models.CharField(blank=True, db_index=True, max_length=255)),
+                ("invoice_id", models.CharField(blank=True, max_length=255)),
+                (
+                    "invoice_url",
+                    models.URLField(
+                        blank=True, help_text="Stripe-hosted invoice.", max_length=2000
+                    ),
+                ),
+                ("next_url", models.CharField(blank=True, max_length=500)),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "lot",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="purchase",
+                        to="credits.lot",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="purchases",
+                        to="accounts.organization",
+                    ),
+                ),
+                (
+                    "package",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="billing.creditpackage",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(fields=('organization', 'request_token'), name='purchase_request_once'), models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='purchase_qty_pos')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("organization", "request_token"), name="purchase_request_once"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("quantity__gte", 1)), name="purchase_qty_pos"
+                    ),
+                ],
             },
         ),
     ]
