@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Course, Level
+from .models import CartLine, Course, Level
 
 
 class LevelInline(admin.TabularInline):
@@ -23,3 +23,10 @@ class LevelAdmin(admin.ModelAdmin):
     list_filter = ["course__category"]
     search_fields = ["course__title", "name"]
     list_select_related = ["course"]
+
+
+@admin.register(CartLine)
+class CartLineAdmin(admin.ModelAdmin):
+    list_display = ["organization", "user", "level", "seats"]
+    search_fields = ["organization__name", "user__email", "level__course__title"]
+    list_select_related = ["organization", "user", "level__course"]

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -33,3 +34,29 @@ class Level(models.Model):
 
     def __str__(self) -> str:
         return f"{self.course} — {self.name}"
+
+
+class CartLine(models.Model):
+    """A level and a number of seats in one admin's cart, in one organization. Nothing is
+    deducted until a plan is confirmed."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    level = models.ForeignKey(Level, on_delete=models.CASCADE, related_name="+")
+    seats = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user", "level"], name="cart_line"),
+            models.CheckConstraint(condition=models.Q(seats__gte=1), name="cart_seats_pos"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.seats} seats of {self.level}"
+
+    @property
+    def cost(self) -> int:
+        return self.seats * self.level.credit_cost

@@ -11,5 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("credits/", include("credits.urls")),
     path("billing/", include("billing.urls")),
+    path("catalog/", include("catalog.urls")),
+    path("training/", include("training.urls")),
     path("", include("accounts.urls")),
 ]

@@ -205,8 +205,9 @@ class Hold(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     reference = models.CharField(max_length=255, blank=True)
     allow_overage = models.BooleanField(default=False)
-    placed_by = models.OneToOneField(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="placed_hold"
+    # One transaction may place many holds (a training plan confirmed for many people).
+    placed_by = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, related_name="placed_holds"
     )
     resolved_by = models.OneToOneField(
         LedgerTransaction,

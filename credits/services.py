@@ -306,6 +306,57 @@ def hold_place(
         )
 
 
+def holds_place_batch(
+    *,
+    account: Account,
+    quantities: list[int],
+    references: list[str],
+    idempotency_key: str,
+    actor: User | None = None,
+    allow_overage: bool = False,
+) -> list[Hold]:
+    """Many holds on one account in one transaction (a plan confirmed for many people): all
+    or none, a constant number of statements whatever their number. A replay returns the
+    same holds."""
+    if not quantities or len(quantities) != len(references):
+        raise InvalidOperation("Give one reference per hold, and at least one hold.")
+    for quantity in quantities:
+        _require_positive(quantity)
+    total = sum(quantities)
+    params = {"account": account.pk, "quantities": quantities, "allow_overage": allow_overage}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=account.organization_id,
+            kind=Kind.HOLD,
+            key=idempotency_key,
+            params=params,
+            account=account,
+            quantity=total,
+            reference=f"{len(quantities)} assignments",
+            actor=actor,
+        )
+        if not created:
+            return list(Hold.objects.filter(placed_by=txn).order_by("pk"))
+        locked = _lock_accounts([account.pk])[account.pk]
+        available = _usable_total(locked.pk, txn.created_at) - locked.held
+        if total > available and not allow_overage:
+            raise InsufficientCredits(
+                shortfall=total - max(available, 0), available=max(available, 0)
+            )
+        Account.objects.filter(pk=locked.pk).update(held=F("held") + total)
+        return Hold.objects.bulk_create(
+            Hold(
+                account=locked,
+                quantity=quantity,
+                reference=reference,
+                allow_overage=allow_overage,
+                placed_by=txn,
+                created_at=txn.created_at,
+            )
+            for quantity, reference in zip(quantities, references, strict=True)
+        )
+
+
 def hold_capture(
     *, hold: Hold, actor: User | None = None, allow_overage: bool = False
 ) -> LedgerTransaction:

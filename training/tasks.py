@@ -1,0 +1,27 @@
+from celery import shared_task
+from django.conf import settings
+from django.core.mail import send_mail
+from django.urls import reverse
+
+from .models import Participant
+
+
+@shared_task
+def send_assignment_emails(participant_ids: list[int]) -> int:
+    """After a confirmation commits: members are told where to start; other addresses get
+    their invitation link. Safe to run twice (an extra email, never an extra charge)."""
+    sent = 0
+    people = Participant.objects.filter(pk__in=participant_ids).select_related("plan")
+    for person in people:
+        if person.user_id:
+            link = settings.SITE_URL + reverse("training:my_training")
+            body = f"You are enrolled in the training plan {person.plan.name}.\nStart here: {link}"
+        else:
+            link = settings.SITE_URL + reverse("training:join", args=[person.invite_token])
+            body = (
+                f"You are invited to the training plan {person.plan.name} of "
+                f"{person.plan.organization.name}.\nAccept and set your password: {link}"
+            )
+        send_mail(f"Training: {person.plan.name}", body, None, [person.email])
+        sent += 1
+    return sent
