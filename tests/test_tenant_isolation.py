@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from accounts.models import Membership
+from catalog.services import cart_add
 from tests.billing.factories import PurchaseFactory
+from tests.catalog.factories import LevelFactory
+from tests.training.factories import plan_with
+from training.models import Enrollment
 
 pytestmark = pytest.mark.django_db
 
@@ -22,6 +27,17 @@ SIMULATED = {"DEBUG": True, "STRIPE_SECRET_KEY": ""}
 OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
     "switch_organization": ("post", lambda org: {"slug": org.slug}, {}),
     "billing:purchase": ("get", lambda org: {"pk": PurchaseFactory(organization=org).pk}, {}),
+    "catalog:cart_line": ("post", lambda org: {"pk": _cart_line(org).pk}, {}),
+    "training:plan": ("get", lambda org: {"pk": _plan(org).pk}, {}),
+    "training:participants_add": ("post", lambda org: {"pk": _plan(org).pk}, {}),
+    "training:participant_remove": (
+        "post",
+        lambda org: {"pk": (p := _plan(org)).pk, "participant_id": p.participants.get().pk},
+        {},
+    ),
+    "training:confirm": ("post", lambda org: {"pk": _plan(org).pk}, {}),
+    "training:enrollment_start": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
+    "training:enrollment_progress": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
     "billing:simulated_checkout": (
         "get",
         lambda org: {"session_id": PurchaseFactory(organization=org).checkout_session_id},
@@ -32,11 +48,34 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
 PUBLIC_PARAMETER_URLS = {
     # Signed, single-use token; not tied to an organization.
     "password_reset_confirm",
+    # The catalog is the platform's, the same for every organization.
+    "catalog:course",
+    "catalog:cart_add",
+    # An invitation's unguessable token is its own proof; it names one address.
+    "training:join",
 }
 # (The Stripe webhook takes no parameters and proves its sender by signature.)
 
 # The Django admin is for support staff only; tested in tests/accounts/test_admin.py.
 EXCLUDED_NAMESPACES = {"admin"}
+
+
+def _admin_of(org):
+    return Membership.objects.filter(organization=org, role="admin").first().user
+
+
+def _cart_line(org):
+    return cart_add(organization=org, user=_admin_of(org), level=LevelFactory(), seats=1)
+
+
+def _plan(org):
+    admin = _admin_of(org)
+    return plan_with(org, admin, emails=[admin.email])
+
+
+def _enrollment(org):
+    person = _plan(org).participants.get()
+    return Enrollment.objects.create(participant=person, level=LevelFactory(), cost=1)
 
 
 def _walk(patterns, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:

@@ -270,7 +270,9 @@ def enrollment_change_level(
         raise PlanRefused("Give a reason.")
     with transaction.atomic():
         enrollment = (
-            Enrollment.objects.select_for_update().select_related("hold").get(pk=enrollment.pk)
+            Enrollment.objects.select_for_update(of=("self",))
+            .select_related("hold")
+            .get(pk=enrollment.pk)
         )
         pool = ledger.pool_account(organization=plan.organization)
         difference = level.credit_cost - enrollment.cost

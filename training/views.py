@@ -85,8 +85,13 @@ def plan(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, template, _plan_context(request, item))
 
 
+def _people(count: int) -> str:
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
 def _back_to_plan(request: HttpRequest, plan: TrainingPlan) -> HttpResponse:
     if request.htmx:
+        plan.refresh_from_db()  # a confirmation has just changed its status
         return render(request, "training/plan.html#body", _plan_context(request, plan))
     return redirect("training:plan", plan.pk)
 
@@ -109,7 +114,7 @@ def participants_add(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(refusal))
         return _back_to_plan(request, item)
     if result.added:
-        messages.success(request, f"Added {len(result.added)} people.")
+        messages.success(request, f"Added {_people(len(result.added))}.")
     for row, reason in result.rejected:
         messages.warning(request, f"Not added: “{row}” ({reason}).")
     if not result.added and not result.rejected:
@@ -158,7 +163,7 @@ def confirm(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(refusal))
     else:
         if count:
-            messages.success(request, f"{count} people confirmed; they are getting their email.")
+            messages.success(request, f"{_people(count)} confirmed; they are getting their email.")
         else:
             messages.info(request, "Everyone in this plan is already confirmed.")
     return _back_to_plan(request, item)

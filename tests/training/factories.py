@@ -1,0 +1,21 @@
+import datetime as dt
+
+from django.utils import timezone
+
+from tests.catalog.factories import LevelFactory
+from training.models import PlanItem, TrainingPlan
+from training.services import participants_add
+
+
+def plan_with(organization, creator, *, emails=(), costs=(1,), start=None) -> TrainingPlan:
+    plan = TrainingPlan.objects.create(
+        organization=organization,
+        name="Onboarding",
+        start_date=start or timezone.localdate() + dt.timedelta(days=1),
+        created_by=creator,
+    )
+    for cost in costs:
+        PlanItem.objects.create(plan=plan, level=LevelFactory(credit_cost=cost))
+    if emails:
+        participants_add(plan=plan, rows=list(emails))
+    return plan
