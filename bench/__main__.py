@@ -6,10 +6,10 @@ import django
 
 django.setup()
 
-from . import redeem_hot_org  # noqa: E402
+from . import confirm_users, redeem_hot_org  # noqa: E402
 from .support import prepare_django_database  # noqa: E402
 
-BENCHMARKS = {"redeem_hot_org": redeem_hot_org.run}
+BENCHMARKS = {"redeem_hot_org": redeem_hot_org.run, "confirm_users": confirm_users.run}
 
 
 def main(names: list[str]) -> None:
