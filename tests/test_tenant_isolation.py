@@ -36,6 +36,7 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
         {},
     ),
     "training:confirm": ("post", lambda org: {"pk": _plan(org).pk}, {}),
+    "training:cancel": ("post", lambda org: {"pk": _plan(org).pk}, {}),
     "training:enrollment_start": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
     "training:enrollment_progress": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
     "billing:simulated_checkout": (

@@ -246,7 +246,30 @@ def enrollment_progress(*, enrollment: Enrollment, progress: int) -> Enrollment:
         enrollment.completed_at = timezone.now()
         fields += ["status", "completed_at"]
     enrollment.save(update_fields=fields)
+    if enrollment.status == Enrollment.Status.COMPLETED:
+        _complete_if_done(enrollment.participant.plan)
     return enrollment
+
+
+def _complete_if_done(plan: TrainingPlan) -> None:
+    """A confirmed plan is completed once nobody still in it has anything left to finish."""
+    open_work = Enrollment.objects.filter(
+        participant__plan=plan, participant__removed_at__isnull=True
+    ).exclude(status__in=[Enrollment.Status.COMPLETED, Enrollment.Status.REMOVED])
+    pending = plan.participants.filter(confirmed_at__isnull=True, removed_at__isnull=True)
+    if can_proceed(plan.complete) and not open_work.exists() and not pending.exists():
+        plan.complete()
+        plan.save(update_fields=["status"])
+
+
+def plan_cancel(*, plan: TrainingPlan) -> None:
+    """Drop a draft: nothing was charged yet, so nothing is to give back."""
+    with transaction.atomic():
+        plan = TrainingPlan.objects.select_for_update().get(pk=plan.pk)
+        if not can_proceed(plan.cancel):
+            raise PlanRefused("Only a draft plan can be cancelled; this one has confirmed people.")
+        plan.cancel()
+        plan.save(update_fields=["status"])
 
 
 def enrollment_change_level(

@@ -14,6 +14,7 @@ urlpatterns = [
         name="participant_remove",
     ),
     path("plans/<int:pk>/confirm/", views.confirm, name="confirm"),
+    path("plans/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("my/", views.my_training, name="my_training"),
     path("my/<int:pk>/start/", views.enrollment_start, name="enrollment_start"),
     path("my/<int:pk>/progress/", views.enrollment_progress, name="enrollment_progress"),

@@ -169,6 +169,19 @@ def confirm(request: HttpRequest, pk: int) -> HttpResponse:
     return _back_to_plan(request, item)
 
 
+@require_POST
+@admin_required
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    item = _plan(request, pk)
+    try:
+        services.plan_cancel(plan=item)
+    except services.PlanRefused as refusal:
+        messages.error(request, str(refusal))
+        return redirect("training:plan", item.pk)
+    messages.success(request, f"Plan {item.name} cancelled. Nothing was charged.")
+    return redirect("training:plans")
+
+
 @require_GET
 @member_required()
 def my_training(request: HttpRequest) -> HttpResponse:

@@ -206,3 +206,34 @@ def test_a_level_change_after_7_days_is_refused(organization, admin):
             enrollment=enrollment, level=other, staff=UserFactory(is_staff=True), reason="late"
         )
     assert ledger.pool_account(organization=organization).balance == 9
+
+
+def test_a_plan_completes_when_everyone_has_finished(start_policy, admin, learner):
+    grant(start_policy, 10)
+    plan = plan_with(start_policy, admin, emails=[learner.email, "gone@acme.test"])
+    confirm(plan, admin)
+    services.participant_remove(
+        participant=plan.participants.get(email="gone@acme.test"), user=admin
+    )
+    enrollment = Enrollment.objects.get(participant__user=learner)
+    enrollment = services.enrollment_start(enrollment=enrollment, user=learner)
+    services.enrollment_progress(enrollment=enrollment, progress=50)
+    plan.refresh_from_db()
+    assert plan.status == "confirmed"
+    services.enrollment_progress(enrollment=enrollment, progress=100)
+    plan.refresh_from_db()
+    assert plan.status == "completed"
+
+
+def test_only_a_draft_can_be_cancelled(organization, admin):
+    grant(organization, 10)
+    draft = plan_with(organization, admin, emails=["a@acme.test"])
+    services.plan_cancel(plan=draft)
+    draft.refresh_from_db()
+    assert draft.status == "cancelled"
+    with pytest.raises(services.PlanRefused, match="closed"):
+        confirm(draft, admin)
+    confirmed = plan_with(organization, admin, emails=["b@acme.test"])
+    confirm(confirmed, admin)
+    with pytest.raises(services.PlanRefused, match="Only a draft plan"):
+        services.plan_cancel(plan=confirmed)
