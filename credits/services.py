@@ -274,36 +274,15 @@ def hold_place(
 ) -> Hold:
     """Reserve credits without deducting them ("assigned"). Refused when the account's
     available credits are short, unless `allow_overage` (seed 002: billed when started)."""
-    _require_positive(quantity)
-    params = {"account": account.pk, "quantity": quantity, "allow_overage": allow_overage}
-    with transaction.atomic():
-        txn, created = _begin(
-            organization=account.organization_id,
-            kind=Kind.HOLD,
-            key=idempotency_key,
-            params=params,
-            account=account,
-            quantity=quantity,
-            reference=reference,
-            actor=actor,
-        )
-        if not created:
-            return Hold.objects.get(placed_by=txn)
-        locked = _lock_accounts([account.pk])[account.pk]
-        available = _usable_total(locked.pk, txn.created_at) - locked.held
-        if quantity > available and not allow_overage:
-            raise InsufficientCredits(
-                shortfall=quantity - max(available, 0), available=max(available, 0)
-            )
-        Account.objects.filter(pk=locked.pk).update(held=F("held") + quantity)
-        return Hold.objects.create(
-            account=locked,
-            quantity=quantity,
-            reference=reference,
-            allow_overage=allow_overage,
-            placed_by=txn,
-            created_at=txn.created_at,
-        )
+    (hold,) = holds_place_batch(
+        account=account,
+        quantities=[quantity],
+        references=[reference],
+        idempotency_key=idempotency_key,
+        actor=actor,
+        allow_overage=allow_overage,
+    )
+    return hold
 
 
 def holds_place_batch(
@@ -332,7 +311,7 @@ def holds_place_batch(
             params=params,
             account=account,
             quantity=total,
-            reference=f"{len(quantities)} assignments",
+            reference=references[0] if len(references) == 1 else f"{len(quantities)} assignments",
             actor=actor,
         )
         if not created:
