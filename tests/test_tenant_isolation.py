@@ -6,6 +6,7 @@ of `organization`, and with which method) or in PUBLIC_PARAMETER_URLS (with the 
 not scoped to an organization). A new URL that is in neither fails this test.
 """
 
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,8 +16,10 @@ from accounts.models import Membership
 from catalog.services import cart_add
 from tests.billing.factories import PurchaseFactory
 from tests.catalog.factories import LevelFactory
+from tests.credits.factories import grant
 from tests.training.factories import plan_with
-from training.models import Enrollment
+from training import assignments
+from training.models import CourseManager, Enrollment
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +42,15 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
     "training:cancel": ("post", lambda org: {"pk": _plan(org).pk}, {}),
     "training:enrollment_start": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
     "training:enrollment_progress": ("post", lambda org: {"pk": _enrollment(org).pk}, {}),
+    "training:managed_course": ("get", lambda org: {"pk": _course_manager(org).pk}, {}),
+    "training:invite": ("post", lambda org: {"pk": _course_manager(org).pk}, {}),
+    "training:invitation_cancel": ("post", lambda org: {"pk": _invitation(org).pk}, {}),
+    "training:invitation_reinvite": ("post", lambda org: {"pk": _invitation(org).pk}, {}),
+    "training:assignment_progress": (
+        "post",
+        lambda org: {"pk": _invitation(org, accepted_by_admin=True).pk},
+        {},
+    ),
     "billing:simulated_checkout": (
         "get",
         lambda org: {"session_id": PurchaseFactory(organization=org).checkout_session_id},
@@ -54,6 +66,7 @@ PUBLIC_PARAMETER_URLS = {
     "catalog:cart_add",
     # An invitation's unguessable token is its own proof; it names one address.
     "training:join",
+    "training:accept",
 }
 # (The Stripe webhook takes no parameters and proves its sender by signature.)
 
@@ -77,6 +90,27 @@ def _plan(org):
 def _enrollment(org):
     person = _plan(org).participants.get()
     return Enrollment.objects.create(participant=person, level=LevelFactory(), cost=1)
+
+
+def _course_manager(org):
+    return CourseManager.objects.create(
+        organization=org, course=LevelFactory().course, user=_admin_of(org)
+    )
+
+
+def _invitation(org, accepted_by_admin=False):
+    """A real invitation: credits granted, allocated to the course and the manager, held."""
+    manager = _course_manager(org)
+    level = LevelFactory(course=manager.course)
+    grant(org, 5)
+    assignments.course_allocate(organization=org, course=manager.course, quantity=2, actor=None)
+    assignments.manager_assign(manager=manager, quantity=2, actor=None)
+    (invitation,), _ = assignments.invite(
+        manager=manager, level=level, text=manager.user.email, token=str(uuid.uuid4())
+    )
+    if accepted_by_admin:
+        assignments.invite_accept(token=invitation.token, user=manager.user)
+    return invitation
 
 
 def _walk(patterns, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:

@@ -3,9 +3,10 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 
 from catalog.models import Level
+from config.admin import ReadOnlyAdmin
 
 from . import services
-from .models import Enrollment, Participant, PlanItem, TrainingPlan
+from .models import Assignment, CourseManager, Enrollment, Participant, PlanItem, TrainingPlan
 
 
 class PlanItemInline(admin.TabularInline):
@@ -99,3 +100,19 @@ class EnrollmentAdmin(admin.ModelAdmin):
             "admin/training/change_level.html",
             {**self.admin_site.each_context(request), "enrollment": enrollment, "form": form},
         )
+
+
+@admin.register(CourseManager)
+class CourseManagerAdmin(admin.ModelAdmin):
+    list_display = ["user", "course", "organization", "created_at"]
+    list_filter = ["organization"]
+    search_fields = ["user__email", "course__title"]
+    list_select_related = ["user", "course", "organization"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["email", "level", "status", "progress", "manager", "expires_at"]
+    list_filter = ["status", "organization"]
+    search_fields = ["email", "level__course__title", "manager__email"]
+    list_select_related = ["level__course", "manager"]

@@ -131,3 +131,94 @@ class Enrollment(models.Model):
     @transition(field=status, source=Status.ASSIGNED, target=Status.REMOVED)
     def remove(self) -> None:
         pass
+
+
+class CourseManager(models.Model):
+    """A member registered as manager of a course (seed 001): they get a share of the
+    course's credits and invite learners with it."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    course = models.ForeignKey("catalog.Course", on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["course__title", "user__email"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "course", "user"], name="course_manager_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} manages {self.course}"
+
+
+class Assignment(models.Model):
+    """A learner's seat in a course outside a plan: a manager's invitation (credits held
+    until accepted) or an admin's manual enrollment (redeemed at once)."""
+
+    class Status(models.TextChoices):
+        INVITED = "invited", "Invited"
+        ACCEPTED = "accepted", "Accepted"
+        STARTED = "started", "Started"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    level = models.ForeignKey("catalog.Level", on_delete=models.PROTECT, related_name="+")
+    email = models.EmailField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # A re-invite issues a new token: the old link dies.
+    token = models.UUIDField(default=uuid.uuid4, unique=True)
+    status = FSMField(default=Status.INVITED, choices=Status.choices)
+    progress = models.PositiveSmallIntegerField(default=0)
+    hold = models.OneToOneField(
+        "credits.Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    redemption = models.ForeignKey(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} in {self.level} ({self.status})"
+
+    @transition(field=status, source=Status.INVITED, target=Status.ACCEPTED)
+    def accept(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.INVITED, target=Status.CANCELLED)
+    def cancel(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.INVITED, target=Status.EXPIRED)
+    def expire(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.ACCEPTED, target=Status.STARTED)
+    def start(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.STARTED, target=Status.COMPLETED)
+    def finish(self) -> None:
+        pass

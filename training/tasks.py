@@ -3,7 +3,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from .models import Participant
+from .models import Assignment, Participant
 
 
 @shared_task
@@ -25,3 +25,29 @@ def send_assignment_emails(participant_ids: list[int]) -> int:
         send_mail(f"Training: {person.plan.name}", body, None, [person.email])
         sent += 1
     return sent
+
+
+@shared_task
+def send_invitation_emails(assignment_ids: list[int]) -> int:
+    sent = 0
+    for invitation in Assignment.objects.filter(pk__in=assignment_ids).select_related(
+        "level__course", "organization"
+    ):
+        link = settings.SITE_URL + reverse("training:accept", args=[invitation.token])
+        send_mail(
+            f"Invitation: {invitation.level.course}",
+            f"{invitation.organization.name} invites you to {invitation.level}.\n"
+            f"Accept here: {link}\nThe link works until {invitation.expires_at:%b %-d, %Y}.",
+            None,
+            [invitation.email],
+        )
+        sent += 1
+    return sent
+
+
+@shared_task
+def expire_invitations() -> int:
+    # Imported here: the services module enqueues this module's tasks.
+    from .assignments import invitations_expire
+
+    return invitations_expire()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import manager_views, views
 
 app_name = "training"
 urlpatterns = [
@@ -19,4 +19,21 @@ urlpatterns = [
     path("my/<int:pk>/start/", views.enrollment_start, name="enrollment_start"),
     path("my/<int:pk>/progress/", views.enrollment_progress, name="enrollment_progress"),
     path("join/<uuid:token>/", views.join, name="join"),
+    path("allocations/", manager_views.allocations, name="allocations"),
+    path("allocations/do/", manager_views.allocation_action, name="allocation_action"),
+    path("courses/", manager_views.my_courses, name="my_courses"),
+    path("courses/<int:pk>/", manager_views.managed_course, name="managed_course"),
+    path("courses/<int:pk>/invite/", manager_views.invite, name="invite"),
+    path("invitations/<int:pk>/cancel/", manager_views.invitation_cancel, name="invitation_cancel"),
+    path(
+        "invitations/<int:pk>/reinvite/",
+        manager_views.invitation_reinvite,
+        name="invitation_reinvite",
+    ),
+    path("accept/<uuid:token>/", manager_views.accept, name="accept"),
+    path(
+        "assignments/<int:pk>/progress/",
+        manager_views.assignment_progress,
+        name="assignment_progress",
+    ),
 ]

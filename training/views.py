@@ -17,7 +17,7 @@ from credits import selectors as credit_selectors
 from credits.services import InsufficientCredits
 
 from . import services
-from .models import Enrollment, Participant, TrainingPlan
+from .models import Assignment, Enrollment, Participant, TrainingPlan
 
 
 @require_POST
@@ -194,7 +194,18 @@ def my_training(request: HttpRequest) -> HttpResponse:
         .exclude(status=Enrollment.Status.REMOVED)
         .select_related("level__course", "participant__plan")
     )
-    return render(request, "training/my_training.html", {"enrollments": enrollments})
+    courses = Assignment.objects.filter(
+        organization=request.organization,
+        user=request.user,
+        status__in=[
+            Assignment.Status.ACCEPTED,
+            Assignment.Status.STARTED,
+            Assignment.Status.COMPLETED,
+        ],
+    ).select_related("level__course")
+    return render(
+        request, "training/my_training.html", {"enrollments": enrollments, "courses": courses}
+    )
 
 
 def _my_enrollment(request: HttpRequest, pk: int) -> Enrollment:

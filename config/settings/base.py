@@ -164,6 +164,9 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
         "through verified webhooks"
     )
 
+# Days a manager's invitation link stays valid; expiry releases its held credits.
+INVITATION_VALID_DAYS = env_int("INVITATION_VALID_DAYS", 14, minimum=1)
+
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 CONTENT_SECURITY_POLICY = {
@@ -196,6 +199,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # The beat schedule is static: every periodic job is listed here.
 CELERY_BEAT_SCHEDULE: dict = {
+    "expire-invitations-hourly": {
+        "task": "training.tasks.expire_invitations",
+        "schedule": crontab(minute="15"),
+    },
     "overage-invoices-monthly": {
         "task": "billing.tasks.overage_invoices_monthly",
         "schedule": crontab(day_of_month="1", hour="6", minute="0"),
