@@ -7,6 +7,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.core import is_ratelimited
 
+from credits import selectors as credit_selectors
+from credits.forecast import forecast
+
 from .decorators import member_required
 from .middleware import SESSION_KEY
 from .selectors import organization_for_member
@@ -42,7 +45,16 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 @member_required()
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/dashboard.html")
+    context = {}
+    if request.membership.is_admin:
+        organization = request.organization
+        balance = credit_selectors.organization_balance(organization=organization)
+        context = {
+            "balance": balance,
+            "low_balance": balance.available < organization.low_balance_threshold,
+            "forecast": forecast(organization=organization),
+        }
+    return render(request, "accounts/dashboard.html", context)
 
 
 @require_POST

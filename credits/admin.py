@@ -5,7 +5,16 @@ from django.contrib import admin
 
 from config.admin import ReadOnlyAdmin
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
+from .models import (
+    Account,
+    Alert,
+    Hold,
+    Holding,
+    LedgerEntry,
+    LedgerTransaction,
+    Lot,
+    Overage,
+)
 
 
 class LedgerEntryInline(admin.TabularInline):
@@ -74,3 +83,10 @@ class OverageAdmin(ReadOnlyAdmin):
     list_filter = ["billed_at"]
     search_fields = ["organization__name", "invoice_reference"]
     list_select_related = ["organization"]
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["organization", "key", "active", "sent_at"]
+    list_filter = ["active"]
+    search_fields = ["organization__name", "key"]

@@ -259,3 +259,24 @@ class Overage(models.Model):
 
     def __str__(self) -> str:
         return f"Overage {self.quantity} ({'billed' if self.billed_at else 'unbilled'})"
+
+
+class Alert(models.Model):
+    """What alerts an organization was sent, so each goes out once per occurrence: a
+    crossing (`active` until it recovers) or a dated reminder (one row per lot and day)."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="credit_alerts"
+    )
+    key = models.CharField(max_length=100)
+    active = models.BooleanField(default=True)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="alert_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'active' if self.active else 'resolved'})"

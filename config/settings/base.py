@@ -164,6 +164,11 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
         "through verified webhooks"
     )
 
+# Admins are warned once when assigned (held) credits reach this share of the balance.
+OVER_ASSIGNED_SHARE = env.float("OVER_ASSIGNED_SHARE", default=0.9)
+# Days before a lot's expiry when its admins are reminded (each once).
+EXPIRY_REMINDER_DAYS = [30, 7, 1]
+
 # Days a manager's invitation link stays valid; expiry releases its held credits.
 INVITATION_VALID_DAYS = env_int("INVITATION_VALID_DAYS", 14, minimum=1)
 
@@ -199,6 +204,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # The beat schedule is static: every periodic job is listed here.
 CELERY_BEAT_SCHEDULE: dict = {
+    "expire-lots-hourly": {"task": "credits.tasks.expire_lots", "schedule": crontab(minute="5")},
+    "balance-alerts-hourly": {
+        "task": "credits.tasks.balance_alerts",
+        "schedule": crontab(minute="10"),
+    },
+    "expiry-reminders-daily": {
+        "task": "credits.tasks.expiry_reminders",
+        "schedule": crontab(hour="7", minute="0"),
+    },
+    "ledger-audit-nightly": {
+        "task": "credits.tasks.ledger_audit_nightly",
+        "schedule": crontab(hour="3", minute="30"),
+    },
     "expire-invitations-hourly": {
         "task": "training.tasks.expire_invitations",
         "schedule": crontab(minute="15"),

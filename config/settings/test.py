@@ -34,3 +34,9 @@ LOG_LEVEL = "WARNING"
 # Static files come straight from static/ (no collectstatic outside production).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+
+# The beat integration test starts beat with a one-second schedule.
+if env.bool("CELERY_BEAT_FAST", default=False):
+    CELERY_BEAT_SCHEDULE = {
+        "expire-lots-fast": {"task": "credits.tasks.expire_lots", "schedule": 1.0},
+    }
