@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Organization
 from credits import services
+from credits.models import Account
 
 from .support import database_params, ensure_database, pg_tool, report
 
@@ -24,8 +25,6 @@ PGBENCH_DB = "credits_pgbench"
 def _worker(args: tuple[int, int, float]) -> int:
     account_id, worker, stop_at = args
     connections.close_all()  # never share the parent's socket
-    from credits.models import Account
-
     account = Account.objects.get(pk=account_id)
     done = 0
     while time.monotonic() < stop_at:

@@ -83,32 +83,27 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
     now = now or timezone.now()
     organization = Organization.objects.get(pk=organization_id)
     balance = selectors.organization_balance(organization=organization, now=now)
-    sent = []
-    link = settings.SITE_URL + reverse("billing:add_credits")
-    if balance.available < organization.low_balance_threshold:
-        if _claim(organization, LOW_BALANCE, now):
-            _send(
-                organization,
-                "low_balance",
-                f"{organization.name}: {balance.available} credits left",
-                {"balance": balance, "link": link},
-            )
-            sent.append(LOW_BALANCE)
-    else:
-        _resolve(organization, LOW_BALANCE)
     share = settings.OVER_ASSIGNED_SHARE
-    about_to_exceed = balance.held > 0 and balance.held >= share * balance.total
-    if about_to_exceed:
-        if _claim(organization, OVER_ASSIGNED, now):
-            _send(
-                organization,
-                "over_assigned",
-                f"{organization.name}: assigned credits are about to exceed your balance",
-                {"balance": balance, "link": link},
-            )
-            sent.append(OVER_ASSIGNED)
-    else:
-        _resolve(organization, OVER_ASSIGNED)
+    crossings = [
+        (
+            LOW_BALANCE,
+            balance.available < organization.low_balance_threshold,
+            f"{organization.name}: {balance.available} credits left",
+        ),
+        (
+            OVER_ASSIGNED,
+            balance.held > 0 and balance.held >= share * balance.total,
+            f"{organization.name}: assigned credits are about to exceed your balance",
+        ),
+    ]
+    context = {"balance": balance, "link": settings.SITE_URL + reverse("billing:add_credits")}
+    sent = []
+    for key, crossed, subject in crossings:
+        if not crossed:
+            _resolve(organization, key)  # recovered: the next crossing alerts again
+        elif _claim(organization, key, now):
+            _send(organization, key, subject, context)
+            sent.append(key)
     return sent
 
 

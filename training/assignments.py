@@ -22,7 +22,7 @@ from credits import services as ledger
 from credits.models import Account, LedgerEntry
 
 from .models import Assignment, CourseManager
-from .services import PlanRefused, _split_emails
+from .services import PlanRefused, split_emails
 from .tasks import send_invitation_emails
 
 
@@ -132,7 +132,7 @@ def invite(
     if level.course_id != manager.course_id:
         raise AllocationRefused("That level is not part of this course.")
     emails, rejected = [], []
-    for row in _split_emails(text):
+    for row in split_emails(text):
         email = row.lower()
         try:
             validate_email(email)

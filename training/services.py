@@ -56,7 +56,7 @@ def plan_create_from_cart(
     return plan
 
 
-def _split_emails(text: str) -> list[str]:
+def split_emails(text: str) -> list[str]:
     for separator in ",;\t":
         text = text.replace(separator, "\n")
     return [part.strip() for part in text.splitlines() if part.strip()]
@@ -94,7 +94,7 @@ def participants_add(*, plan: TrainingPlan, rows: list[str]) -> Added:
 
 
 def participants_add_text(*, plan: TrainingPlan, text: str) -> Added:
-    return participants_add(plan=plan, rows=_split_emails(text))
+    return participants_add(plan=plan, rows=split_emails(text))
 
 
 def participants_add_csv(*, plan: TrainingPlan, data: bytes) -> Added:

@@ -100,7 +100,7 @@ def _back_to_plan(request: HttpRequest, plan: TrainingPlan) -> HttpResponse:
 @admin_required
 def participants_add(request: HttpRequest, pk: int) -> HttpResponse:
     item = _plan(request, pk)
-    rows = request.POST.getlist("members") + services._split_emails(request.POST.get("emails", ""))
+    rows = request.POST.getlist("members") + services.split_emails(request.POST.get("emails", ""))
     try:
         if request.FILES.get("csv"):
             result = services.participants_add_csv(plan=item, data=request.FILES["csv"].read())
