@@ -163,3 +163,44 @@ def monthly_flows(
 
 def overages(*, organization: Organization) -> QuerySet[Overage]:
     return Overage.objects.filter(organization=organization).order_by("-created_at")
+
+
+@dataclass(frozen=True)
+class AccountFigures:
+    available: int
+    held: int
+    used: int
+
+
+NO_FIGURES = AccountFigures(available=0, held=0, used=0)
+
+
+def account_figures(
+    *, accounts: list[Account], now: dt.datetime | None = None
+) -> dict[int, AccountFigures]:
+    """For each account: what it can still give (valid credits less holds), what pending
+    holds reserve, and what it has spent. Three queries, whatever the number of accounts."""
+    now = now or timezone.now()
+    ids = [account.pk for account in accounts]
+    valid = dict(
+        Holding.objects.filter(account_id__in=ids)
+        .filter(_valid(now))
+        .values("account_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("account_id", "total")
+    )
+    spent = dict(
+        LedgerEntry.objects.filter(account_id__in=ids, transaction__kind__in=["redeem", "capture"])
+        .values("account_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("account_id", "total")
+    )
+    held = dict(Account.objects.filter(pk__in=ids).values_list("pk", "held"))
+    return {
+        pk: AccountFigures(
+            available=valid.get(pk, 0) - held.get(pk, 0),
+            held=held.get(pk, 0),
+            used=-spent.get(pk, 0),
+        )
+        for pk in ids
+    }

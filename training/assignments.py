@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -19,7 +17,7 @@ from accounts.models import Membership, Organization, User
 from catalog.models import Course, Level
 from credits import selectors as ledger_reads
 from credits import services as ledger
-from credits.models import Account, LedgerEntry
+from credits.models import Account
 
 from .models import Assignment, CourseManager
 from .services import PlanRefused, split_emails
@@ -30,20 +28,9 @@ class AllocationRefused(PlanRefused):
     pass
 
 
-@dataclass(frozen=True)
-class Figures:
-    available: int
-    held: int
-    used: int
-
-
-def figures(*, account: Account) -> Figures:
+def figures(*, account: Account) -> ledger_reads.AccountFigures:
     """What an account can still give, has reserved for pending invites, and has spent."""
-    balance = ledger_reads.account_balance(account=account)
-    spent = LedgerEntry.objects.filter(
-        account=account, transaction__kind__in=["redeem", "capture"]
-    ).aggregate(total=Sum("quantity"))["total"]
-    return Figures(available=balance.available, held=balance.held, used=-(spent or 0))
+    return ledger_reads.account_figures(accounts=[account])[account.pk]
 
 
 def _key() -> str:

@@ -14,7 +14,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.decorators import admin_required, member_required
 from accounts.models import Membership, User
 from catalog.models import Course, Level
-from credits import services as ledger
+from credits import selectors as credit_selectors
+from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
 
 from . import assignments
@@ -32,32 +33,37 @@ def _number(request: HttpRequest, name: str) -> int:
 @admin_required
 def allocations(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    managers = CourseManager.objects.filter(organization=organization).select_related(
-        "user", "course"
-    )
-    rows = []
-    for course in Course.objects.filter(published=True).prefetch_related("levels"):
-        account = ledger.course_account(organization=organization, course=course)
-        rows.append(
-            {
-                "course": course,
-                "figures": assignments.figures(account=account),
-                "managers": [
-                    {
-                        "manager": m,
-                        "figures": assignments.figures(account=assignments._manager_account(m)),
-                    }
-                    for m in managers
-                    if m.course_id == course.pk
-                ],
-            }
-        )
-    pool = assignments.figures(account=ledger.pool_account(organization=organization))
+    # A read: accounts not created yet count as empty; figures come in three queries.
+    accounts = list(Account.objects.filter(organization=organization))
+    figures = credit_selectors.account_figures(accounts=accounts)
+    by_scope = {(a.kind, a.course_id, a.manager_id): figures[a.pk] for a in accounts}
+
+    def figures_of(kind: str, course_id=None, manager_id=None):
+        return by_scope.get((kind, course_id, manager_id), credit_selectors.NO_FIGURES)
+
+    managers = list(CourseManager.objects.filter(organization=organization).select_related("user"))
+    rows = [
+        {
+            "course": course,
+            "figures": figures_of(Account.Kind.COURSE, course.pk),
+            "managers": [
+                {"manager": m, "figures": figures_of(Account.Kind.MANAGER, course.pk, m.user_id)}
+                for m in managers
+                if m.course_id == course.pk
+            ],
+        }
+        for course in Course.objects.filter(published=True).prefetch_related("levels")
+    ]
     members = Membership.objects.filter(organization=organization).select_related("user")
     return render(
         request,
         "training/allocations.html",
-        {"rows": rows, "pool": pool, "members": members, "token": uuid.uuid4()},
+        {
+            "rows": rows,
+            "pool": figures_of(Account.Kind.POOL),
+            "members": members,
+            "token": uuid.uuid4(),
+        },
     )
 
 
@@ -115,16 +121,34 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
     return redirect("training:allocations")
 
 
+def _manager_figures(managers: list[CourseManager]) -> dict:
+    """Each manager's figures, without creating accounts on a read (none yet: all zero)."""
+    if not managers:
+        return {}
+    accounts = list(
+        Account.objects.filter(
+            organization_id=managers[0].organization_id,
+            kind=Account.Kind.MANAGER,
+            manager_id__in={m.user_id for m in managers},
+        )
+    )
+    figures = credit_selectors.account_figures(accounts=accounts)
+    by_scope = {(a.course_id, a.manager_id): figures[a.pk] for a in accounts}
+    return {
+        m.pk: by_scope.get((m.course_id, m.user_id), credit_selectors.NO_FIGURES) for m in managers
+    }
+
+
 @require_GET
 @member_required("manager", "admin")
 def my_courses(request: HttpRequest) -> HttpResponse:
-    managed = CourseManager.objects.filter(
-        organization=request.organization, user=request.user
-    ).select_related("course")
-    rows = [
-        {"manager": m, "figures": assignments.figures(account=assignments._manager_account(m))}
-        for m in managed
-    ]
+    managed = list(
+        CourseManager.objects.filter(
+            organization=request.organization, user=request.user
+        ).select_related("course")
+    )
+    figures = _manager_figures(managed)
+    rows = [{"manager": m, "figures": figures[m.pk]} for m in managed]
     return render(request, "training/my_courses.html", {"rows": rows})
 
 
@@ -150,7 +174,7 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
         "training/managed_course.html",
         {
             "manager": manager,
-            "figures": assignments.figures(account=assignments._manager_account(manager)),
+            "figures": _manager_figures([manager])[manager.pk],
             "levels": manager.course.levels.all(),
             "invitations": invitations,
             "token": uuid.uuid4(),

@@ -5,12 +5,14 @@ from collections import Counter
 import pytest
 import time_machine
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership
 from credits import services as ledger
 from credits.audit import ledger_audit
+from credits.models import Account
 from credits.services import InsufficientCredits
 from tests.accounts.factories import UserFactory, member
 from tests.catalog.factories import LevelFactory
@@ -221,3 +223,23 @@ def test_allocating_more_than_the_pool_takes_the_admin_to_buy_the_difference(
         {"action": "allocate", "course": level.course.pk, "quantity": 5},
     )
     assert response["Location"] == "/billing/add-credits/?need=3&next=/training/allocations/"
+
+
+def test_the_assign_credits_page_reads_without_writing_in_constant_queries(
+    admin_client, organization
+):
+    grant(organization, 5)
+    url = reverse("training:allocations")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(url).status_code == 200
+        return len(captured.captured_queries)
+
+    LevelFactory()
+    queries()  # the first request also stores the current organization in the session
+    few = queries()
+    for _ in range(6):
+        LevelFactory()
+    assert queries() == few
+    assert not Account.objects.filter(kind="course").exists()
