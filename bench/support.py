@@ -31,7 +31,12 @@ def ensure_database(name: str) -> None:
 
 
 def prepare_django_database() -> None:
-    ensure_database(settings.DATABASES["default"]["NAME"])
+    """A fresh database for every run: leftovers of earlier runs would make the tables, and
+    so the figures, grow from one run to the next."""
+    name = settings.DATABASES["default"]["NAME"]
+    with psycopg.connect(**database_params("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    ensure_database(name)
     call_command("migrate", verbosity=0, interactive=False)
 
 

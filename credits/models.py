@@ -113,7 +113,10 @@ class Account(models.Model):
 
 
 class Holding(models.Model):
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holdings")
+    # Indexed by holding_unique, whose first column it is.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="holdings", db_index=False
+    )
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="holdings")
     quantity = models.PositiveIntegerField(default=0)
 
@@ -175,11 +178,24 @@ class LedgerTransaction(models.Model):
 class LedgerEntry(models.Model):
     """A signed change of one lot's quantity in one account. Append-only."""
 
+    # No per-row foreign keys: an expiry writes an entry per holding, and PostgreSQL checks a
+    # foreign key row by row (a million checks of the same transaction and account). A
+    # statement trigger (migration 0007) checks each insert's references set-based instead,
+    # and the rows referred to are never deleted (triggers refuse it).
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="entries", db_constraint=False
     )
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
-    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by ledger_entry_acct_time, whose first column it is.
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.PROTECT,
+        related_name="entries",
+        db_constraint=False,
+        db_index=False,
+    )
+    lot = models.ForeignKey(
+        Lot, on_delete=models.PROTECT, related_name="entries", db_constraint=False
+    )
     quantity = models.IntegerField()
     created_at = models.DateTimeField()
 

@@ -286,6 +286,50 @@ def test_the_database_refuses_to_rewrite_or_delete_ledger_rows(organization, poo
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
 
+def test_the_database_refuses_entries_that_refer_to_nothing(organization, pool):
+    grant(organization, 1)
+    entry = LedgerEntry.objects.get()
+    for field, what in (
+        ("transaction_id", "transaction"),
+        ("account_id", "account"),
+        ("lot_id", "lot"),
+    ):
+        orphan = LedgerEntry(
+            transaction_id=entry.transaction_id,
+            account_id=entry.account_id,
+            lot_id=entry.lot_id,
+            quantity=1,
+            created_at=entry.created_at,
+        )
+        setattr(orphan, field, 10**12)
+        with (
+            pytest.raises(DatabaseError, match=f"refers to a missing {what} {10**12}"),
+            transaction.atomic(),
+        ):
+            # Among valid rows too: the check covers every row the statement inserted.
+            LedgerEntry.objects.bulk_create(
+                [
+                    orphan,
+                    LedgerEntry(
+                        transaction_id=entry.transaction_id,
+                        account_id=entry.account_id,
+                        lot_id=entry.lot_id,
+                        quantity=1,
+                        created_at=entry.created_at,
+                    ),
+                ]
+            )
+    # ...because what entries refer to is never deleted.
+    for table in ("credits_lot", "credits_account"):
+        with (
+            pytest.raises(DatabaseError, match="DELETE refused"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+    assert LedgerEntry.objects.count() == 1
+
+
 def test_the_database_refuses_negative_balances(organization, pool):
     grant(organization, 1)
     with pytest.raises(DatabaseError, match="account_balance_nonneg"), transaction.atomic():
