@@ -289,36 +289,24 @@ def test_the_database_refuses_to_rewrite_or_delete_ledger_rows(organization, poo
 def test_the_database_refuses_entries_that_refer_to_nothing(organization, pool):
     grant(organization, 1)
     entry = LedgerEntry.objects.get()
-    for field, what in (
-        ("transaction_id", "transaction"),
-        ("account_id", "account"),
-        ("lot_id", "lot"),
-    ):
-        orphan = LedgerEntry(
-            transaction_id=entry.transaction_id,
-            account_id=entry.account_id,
-            lot_id=entry.lot_id,
-            quantity=1,
-            created_at=entry.created_at,
-        )
-        setattr(orphan, field, 10**12)
+
+    def like_entry(**changes) -> LedgerEntry:
+        fields = {
+            "transaction_id": entry.transaction_id,
+            "account_id": entry.account_id,
+            "lot_id": entry.lot_id,
+            "quantity": 1,
+            "created_at": entry.created_at,
+        }
+        return LedgerEntry(**(fields | changes))
+
+    for what in ("transaction", "account", "lot"):
         with (
             pytest.raises(DatabaseError, match=f"refers to a missing {what} {10**12}"),
             transaction.atomic(),
         ):
-            # Among valid rows too: the check covers every row the statement inserted.
-            LedgerEntry.objects.bulk_create(
-                [
-                    orphan,
-                    LedgerEntry(
-                        transaction_id=entry.transaction_id,
-                        account_id=entry.account_id,
-                        lot_id=entry.lot_id,
-                        quantity=1,
-                        created_at=entry.created_at,
-                    ),
-                ]
-            )
+            # Beside a valid row: the check covers every row the statement inserted.
+            LedgerEntry.objects.bulk_create([like_entry(), like_entry(**{f"{what}_id": 10**12})])
     # ...because what entries refer to is never deleted.
     for table in ("credits_lot", "credits_account"):
         with (
