@@ -36,7 +36,7 @@ def prepare_django_database() -> None:
     name = settings.DATABASES["default"]["NAME"]
     with psycopg.connect(**database_params("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    ensure_database(name)
+        conn.execute(f'CREATE DATABASE "{name}"')
     call_command("migrate", verbosity=0, interactive=False)
 
 
