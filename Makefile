@@ -2,43 +2,41 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# A local .env (see .env.example) may set any of the variables below.
--include .env
-
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-LOCAL_PG_PORT ?= 54329
-LOCAL_REDIS_PORT ?= 63799
 
-# Without DATABASE_URL / REDIS_URL the project starts and uses its own servers under .local/.
-ifeq ($(strip $(DATABASE_URL)),)
-DATABASE_URL := postgres://credits@127.0.0.1:$(LOCAL_PG_PORT)/credits
-USE_LOCAL_PG := 1
-else
-USE_LOCAL_PG := 0
+# The servers' URLs and ports come from config/servers.py, the one place that derives them
+# (from the environment, then .env, then defaults) for Django and Celery as well. Without
+# DATABASE_URL / REDIS_URL, the project starts and uses its own servers (scripts/services.sh).
+# Make's command-line variables (`make run PORT=8123`) are passed on explicitly.
+SERVER_VARS := DATABASE_URL REDIS_URL LOCAL_PG_PORT LOCAL_REDIS_PORT PORT SITE_URL APT_LOCK_WAIT
+SERVERS := $(shell $(foreach v,$(SERVER_VARS),$(v)='$($(v))') $(PYTHON) config/servers.py)
+ifneq ($(.SHELLSTATUS),0)
+$(error config/servers.py could not derive the server settings (see above))
 endif
-ifeq ($(strip $(REDIS_URL)),)
-REDIS_URL := redis://127.0.0.1:$(LOCAL_REDIS_PORT)/0
-USE_LOCAL_REDIS := 1
-else
-USE_LOCAL_REDIS := 0
-endif
-export DATABASE_URL REDIS_URL LOCAL_PG_PORT LOCAL_REDIS_PORT USE_LOCAL_PG USE_LOCAL_REDIS
+$(foreach setting,$(SERVERS),$(eval export $(setting)))
 
 .PHONY: help venv services stop migrate seed run test lint bench audit
 help:
-	@echo "make run      everything up with demo data on http://127.0.0.1:8000 (Ctrl-C stops it)"
+	@echo "make run      everything up with demo data on $(SITE_URL) (Ctrl-C stops it; PORT moves it)"
 	@echo "make test     everything the tests need, then ruff and the whole test suite"
 	@echo "make bench    benchmarks, one JSON line each"
 	@echo "make services start (or reuse) the local PostgreSQL and Redis;  make stop  stops them"
+	@echo "make lock     relock requirements/ after editing pyproject.toml (ARGS=\"--upgrade-package NAME\")"
 
-# The virtualenv is rebuilt only when the lock file changes.
-$(BIN)/.installed: requirements.lock
+# The virtualenv is rebuilt only when a lock file changes. dev.txt is runtime.txt plus the dev
+# tools, every line hash-pinned; pip refuses any file, or any dependency, the lock does not pin.
+$(BIN)/.installed: requirements/dev.txt requirements/runtime.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
 	@touch $@
 venv: $(BIN)/.installed
+
+# Both hash-pinned locks from pyproject.toml with the uv that .venv pins (see scripts/lock.sh).
+.PHONY: lock
+lock: venv
+	scripts/lock.sh $(ARGS)
 
 services:
 	@scripts/services.sh start
@@ -53,8 +51,8 @@ seed: migrate
 	$(BIN)/python manage.py seed_demo
 
 run: seed
-	@echo "Starting web (http://127.0.0.1:8000), Celery worker and beat. Ctrl-C stops them all."
-	$(BIN)/honcho --procfile Procfile.dev start
+	@echo "Starting web ($(SITE_URL)), Celery worker and beat. Ctrl-C stops them all."
+	$(BIN)/honcho --procfile Procfile.dev start --port $(PORT)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """Settings shared by every environment. Values come from the environment (or a local .env);
 a missing required value or a malformed one stops the process with a clear message."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -14,6 +15,15 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
+
+from config.servers import ServerSettingError, derive  # noqa: E402 - needs .env read first
+
+try:
+    # The local servers' URLs, from LOCAL_PG_PORT / LOCAL_REDIS_PORT / PORT when not given:
+    # the same derivation the Makefile uses, so `manage.py` and `celery` work with `.env` alone.
+    SERVERS = derive(os.environ)
+except ServerSettingError as error:
+    raise ImproperlyConfigured(str(error)) from None
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -100,11 +110,11 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL")}
+DATABASES = {"default": env.db_url_config(SERVERS["DATABASE_URL"])}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env.str("REDIS_URL")
+REDIS_URL = SERVERS["REDIS_URL"]
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -125,9 +135,13 @@ LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 # Login attempts are counted in Redis (the default cache): per address and per email.
+# The site login and the admin login share these counters (accounts/ratelimits.py).
 RATELIMIT_USE_CACHE = "default"
 LOGIN_RATE_PER_IP = env.str("LOGIN_RATE_PER_IP", default="20/m")
 LOGIN_RATE_PER_EMAIL = env.str("LOGIN_RATE_PER_EMAIL", default="5/m")
+# Password-reset requests, likewise: each sends a mail, so the windows are an hour.
+PASSWORD_RESET_RATE_PER_IP = env.str("PASSWORD_RESET_RATE_PER_IP", default="20/h")
+PASSWORD_RESET_RATE_PER_EMAIL = env.str("PASSWORD_RESET_RATE_PER_EMAIL", default="3/h")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -148,7 +162,7 @@ DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Credits Admin Center <no-reply@localhost>"
 )
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+SITE_URL = SERVERS["SITE_URL"]
 
 # Stripe. Without a secret key, DEBUG runs a clearly marked simulated checkout instead
 # (billing/stripe_gateway.py); production without a key offers no online payment.

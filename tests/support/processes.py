@@ -16,7 +16,7 @@ def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process that must see what this test process sees:
     the test database (pytest-django renamed it) and the test Redis database."""
     db = settings.DATABASES["default"]
-    url = urlsplit(os.environ["DATABASE_URL"])
+    url = urlsplit(settings.SERVERS["DATABASE_URL"])
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
