@@ -1,11 +1,19 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from config.admin import OwnerFixedAdmin, OwnerFixedInlineForm
+
 from .models import Membership, Organization, User
+
+
+class MembershipInlineForm(OwnerFixedInlineForm):
+    # The parent's own key is fixed by the inline; this fixes the other one on saved rows.
+    fixed_after_add = ("user", "organization")
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipInlineForm
     extra = 0
     autocomplete_fields = ["user", "organization"]
 
@@ -41,7 +49,10 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(OwnerFixedAdmin):
+    """A membership's person and organization are fixed once it exists; its role is not."""
+
+    fixed_after_add = ("user", "organization")
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["user__email", "organization__name"]

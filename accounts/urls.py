@@ -7,11 +7,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("accounts/login/", views.login_view, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path(
-        "accounts/password-reset/",
-        auth_views.PasswordResetView.as_view(),
-        name="password_reset",
-    ),
+    path("accounts/password-reset/", views.password_reset_view, name="password_reset"),
     path(
         "accounts/password-reset/sent/",
         auth_views.PasswordResetDoneView.as_view(),

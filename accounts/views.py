@@ -1,46 +1,43 @@
-from django.conf import settings
-from django.contrib import messages
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth import views as auth_views
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
-from django_ratelimit.core import is_ratelimited
 
 from credits import selectors as credit_selectors
 from credits.forecast import forecast
 
+from . import ratelimits
 from .decorators import member_required
 from .middleware import SESSION_KEY
 from .selectors import organization_for_member
 
 
-def _login_email(group: str, request: HttpRequest) -> str:
-    return request.POST.get("username", "").strip().lower()
-
-
 def login_view(request: HttpRequest) -> HttpResponse:
     """Django's login, with attempts counted in Redis per address and per email address."""
-    if request.method == "POST":
-        limited = is_ratelimited(
-            request,
-            group="login-ip",
-            key="ip",
-            rate=settings.LOGIN_RATE_PER_IP,
-            method="POST",
-            increment=True,
-        )
-        limited |= is_ratelimited(
-            request,
-            group="login-email",
-            key=_login_email,
-            rate=settings.LOGIN_RATE_PER_EMAIL,
-            method="POST",
-            increment=True,
-        )
-        if limited:
-            return render(request, "429.html", status=429)
+    if request.method == "POST" and ratelimits.exceeded(request, ratelimits.LOGIN):
+        return render(request, "429.html", status=429)
     return auth_views.LoginView.as_view(redirect_authenticated_user=True)(request)
+
+
+def admin_login_view(request: HttpRequest) -> HttpResponse:
+    """The Django admin's login behind the site login's counters: a staff password opens
+    every organization, so it gets at least the same protection."""
+    if request.method == "POST" and ratelimits.exceeded(request, ratelimits.LOGIN):
+        return render(request, "429.html", status=429)
+    return admin.site.login(request)
+
+
+def password_reset_view(request: HttpRequest) -> HttpResponse:
+    """Django's password reset, with requests counted per address and per email address so
+    that nobody can flood an inbox with reset mail."""
+    if request.method == "POST" and ratelimits.exceeded(request, ratelimits.PASSWORD_RESET):
+        # The answer every request gets, known address or not, only without the mail: the
+        # counters never look at accounts, so being limited tells nothing about one.
+        return redirect("password_reset_done")
+    return auth_views.PasswordResetView.as_view()(request)
 
 
 @member_required()
@@ -67,7 +64,15 @@ def switch_organization(request: HttpRequest, slug: str) -> HttpResponse:
     request.session[SESSION_KEY] = organization.pk
     messages.success(request, f"You are now working in {organization.name}.")
     # Pages act on the current organization, so the old page's object may not exist here.
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        target = ""
-    return redirect(target or "dashboard")
+    form = NextForm(request.POST)
+    target = form.cleaned_data["next"] if form.is_valid() else ""
+    # Only a path of this site: a bare word would be taken for a view name by redirect().
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}
+    ):
+        return redirect("dashboard")
+    return HttpResponseRedirect(target)
+
+
+class NextForm(forms.Form):
+    next = forms.CharField(required=False, max_length=500)

@@ -7,7 +7,7 @@ class PriceList(models.Model):
     """What a credit costs in one currency: the list (retail) price and its volume tiers."""
 
     currency = models.CharField(max_length=3, unique=True)
-    list_price_minor = models.PositiveIntegerField(
+    list_price_minor = models.PositiveBigIntegerField(
         help_text="Retail price of one credit, in minor units (cents)."
     )
 
@@ -25,7 +25,7 @@ class PriceList(models.Model):
 class VolumeTier(models.Model):
     price_list = models.ForeignKey(PriceList, on_delete=models.CASCADE, related_name="tiers")
     min_quantity = models.PositiveIntegerField()
-    unit_price_minor = models.PositiveIntegerField()
+    unit_price_minor = models.PositiveBigIntegerField()
 
     class Meta:
         ordering = ["price_list", "min_quantity"]
@@ -42,7 +42,7 @@ class CreditPackage(models.Model):
     price_list = models.ForeignKey(PriceList, on_delete=models.CASCADE, related_name="packages")
     name = models.CharField(max_length=100)
     credits = models.PositiveIntegerField()
-    price_minor = models.PositiveIntegerField()
+    price_minor = models.PositiveBigIntegerField()
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -86,7 +86,9 @@ class Purchase(models.Model):
     # The form's one-time token: a double click or a resubmission finds this purchase again.
     request_token = models.UUIDField()
     quantity = models.PositiveIntegerField()
-    amount_minor = models.PositiveIntegerField()
+    # Money is 64-bit: a 32-bit column tops out at $21,474,836.47, below what a price list
+    # times a quantity can reach before Stripe's own per-charge limit is even checked.
+    amount_minor = models.PositiveBigIntegerField()
     currency = models.CharField(max_length=3)
     package = models.ForeignKey(
         CreditPackage, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -152,7 +154,7 @@ class SubscriptionPlan(models.Model):
     name = models.CharField(max_length=100)
     interval = models.CharField(max_length=5, choices=Interval.choices)
     credits_per_period = models.PositiveIntegerField()
-    price_minor = models.PositiveIntegerField()
+    price_minor = models.PositiveBigIntegerField()
     currency = models.CharField(max_length=3, default="USD")
     rank = models.PositiveSmallIntegerField(help_text="Higher is a bigger tier.")
     stripe_price_id = models.CharField(max_length=255, blank=True)

@@ -8,7 +8,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .models import CreditPackage, PriceList
 
-MAX_QUANTITY = 1_000_000
+# Stripe refuses one charge above this in USD-like (two-decimal) currencies: $999,999.99.
+# Every purchasable quantity is derived from it, so nothing is sent that Stripe cannot charge.
+STRIPE_MAX_CHARGE_MINOR = 99_999_999
+# Credits are counted in 32-bit columns (purchases, lots, holdings): even a free price list
+# cannot make one purchase bigger than this.
+QUANTITY_CEILING = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,65 @@ def price_list_for(currency: str) -> PriceList | None:
     return PriceList.objects.filter(currency=currency).prefetch_related("tiers", "packages").first()
 
 
-def quote(*, price_list: PriceList, quantity: int) -> Quote:
-    """A typed quantity at the unit price of the highest tier it reaches."""
-    if not 1 <= quantity <= MAX_QUANTITY:
-        raise ValueError(f"Choose between 1 and {MAX_QUANTITY:,} credits.")
-    unit = price_list.list_price_minor
+def _bands(price_list: PriceList) -> list[tuple[int, int]]:
+    """(first quantity, unit price) of each stretch of quantities, in order: the list price
+    from 1, then each tier from its minimum (a tier at 1 replaces the list price)."""
+    starts = {1: price_list.list_price_minor}
     for tier in sorted(price_list.tiers.all(), key=lambda t: t.min_quantity):
-        if tier.min_quantity <= quantity:
-            unit = tier.unit_price_minor
+        starts[tier.min_quantity] = tier.unit_price_minor
+    return sorted(starts.items())
+
+
+def _unit_price(price_list: PriceList, quantity: int) -> int:
+    unit = price_list.list_price_minor
+    for start, price in _bands(price_list):
+        if start <= quantity:
+            unit = price
+    return unit
+
+
+def max_quantity(*, price_list: PriceList) -> int:
+    """The largest quantity whose total fits in one Stripe charge (0 if not even one does).
+    Totals drop where a tier starts, so every stretch is checked, not only the last."""
+    bands = _bands(price_list)
+    best = 0
+    for i, (start, unit) in enumerate(bands):
+        end = bands[i + 1][0] - 1 if i + 1 < len(bands) else QUANTITY_CEILING
+        top = min(end, STRIPE_MAX_CHARGE_MINOR // unit) if unit else end
+        if top >= start:
+            best = max(best, top)
+    return min(best, QUANTITY_CEILING)
+
+
+def limit_message(*, price_list: PriceList, limit: int | None = None) -> str:
+    """Why a quantity cannot be bought in one go, and what to do instead."""
+    if limit is None:
+        limit = max_quantity(price_list=price_list)
+    most = format_money(STRIPE_MAX_CHARGE_MINOR, price_list.currency)
+    if not limit:
+        return (
+            f"Stripe cannot charge these credits online (at most {most} per payment). "
+            "Please contact sales."
+        )
+    return (
+        f"One purchase can hold at most {limit:,} credits: Stripe charges at most {most} per "
+        "payment. Split a bigger order into several purchases, or contact sales."
+    )
+
+
+def quote(*, price_list: PriceList, quantity: int) -> Quote:
+    """A typed quantity at the unit price of the highest tier it reaches, refused if its total
+    is more than Stripe can charge at once."""
+    limit = max_quantity(price_list=price_list)
+    if quantity < 1:
+        raise ValueError(f"Choose between 1 and {limit:,} credits.")
+    if quantity > limit:
+        raise ValueError(limit_message(price_list=price_list, limit=limit))
+    unit = _unit_price(price_list, quantity)
+    if quantity * unit > STRIPE_MAX_CHARGE_MINOR:
+        # Below the limit yet too dear: only where a tier's lower price brings totals back
+        # under the maximum further up.
+        raise ValueError(limit_message(price_list=price_list, limit=limit))
     return Quote(
         quantity=quantity,
         total_minor=quantity * unit,
@@ -80,11 +136,16 @@ def package_quote(*, package: CreditPackage) -> Quote:
     )
 
 
+def package_chargeable(package: CreditPackage) -> bool:
+    return package.price_minor <= STRIPE_MAX_CHARGE_MINOR
+
+
 def packages(*, price_list: PriceList) -> list[Quote]:
+    """Packages on sale; one priced above a single Stripe charge is never offered."""
     return [
         package_quote(package=p)
         for p in sorted(price_list.packages.all(), key=lambda p: p.credits)
-        if p.active
+        if p.active and package_chargeable(p)
     ]
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from accounts.models import Organization, User
+from config.errors import Refusal
 from credits import services as ledger
 
 from . import pricing, stripe_gateway
@@ -22,8 +23,26 @@ from .models import CreditPackage, Purchase, StripeEvent, Subscription, Subscrip
 log = logging.getLogger(__name__)
 
 
-class PurchaseRefused(Exception):
+class PurchaseRefused(Refusal):
     """A purchase that cannot be started; the message is fit to show."""
+
+
+FORM_REUSED = "This form was already used for another purchase; nothing was charged. Choose again."
+
+
+def _same_purchase(
+    existing: Purchase, *, quantity: int | None, package: CreditPackage | None
+) -> Purchase:
+    """The purchase a token already made, if the form asks for the same thing again (a double
+    click). A page kept in history offers its old token with another choice: that must never
+    lead to the first purchase's checkout."""
+    if package is not None:
+        same = existing.package_id == package.pk
+    else:
+        same = existing.package_id is None and existing.quantity == quantity
+    if not same:
+        raise PurchaseRefused(FORM_REUSED)
+    return existing
 
 
 def purchase_start(
@@ -36,16 +55,21 @@ def purchase_start(
     next_url: str = "",
 ) -> Purchase:
     """Create a pending purchase and its Checkout Session. The form's one-time token makes a
-    double click or a resubmission return the same purchase (and Stripe session)."""
-    existing = Purchase.objects.filter(organization=organization, request_token=request_token)
-    if existing.exists():
-        return existing.get()
+    double click or a resubmission return the same purchase (and Stripe session); the same
+    token with another quantity or package is refused."""
+    existing = Purchase.objects.filter(
+        organization=organization, request_token=request_token
+    ).first()
+    if existing is not None:
+        return _same_purchase(existing, quantity=quantity, package=package)
     price_list = pricing.price_list_for(organization.currency)
     if price_list is None:
         raise PurchaseRefused(f"Credits cannot be bought in {organization.currency} yet.")
     if package is not None:
         if package.price_list_id != price_list.pk or not package.active:
             raise PurchaseRefused("That package is not on sale any more.")
+        if not pricing.package_chargeable(package):
+            raise PurchaseRefused(pricing.limit_message(price_list=price_list))
         offer = pricing.package_quote(package=package)
     else:
         try:
@@ -71,7 +95,8 @@ def purchase_start(
             purchase.checkout_url = url
             purchase.save(update_fields=["checkout_session_id", "checkout_url"])
     except IntegrityError:
-        return Purchase.objects.get(organization=organization, request_token=request_token)
+        existing = Purchase.objects.get(organization=organization, request_token=request_token)
+        return _same_purchase(existing, quantity=quantity, package=package)
     return purchase
 
 

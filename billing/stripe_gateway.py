@@ -13,6 +13,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from accounts.models import Organization
+from config.errors import Refusal
 
 from .models import Purchase, StripeCustomer, Subscription, SubscriptionPlan
 
@@ -20,7 +21,7 @@ from .models import Purchase, StripeCustomer, Subscription, SubscriptionPlan
 SIMULATED_WEBHOOK_SECRET = "whsec_simulated_offline_checkout"  # noqa: S105 - not a secret
 
 
-class PaymentsUnavailable(Exception):
+class PaymentsUnavailable(Refusal):
     def __init__(self) -> None:
         super().__init__(
             "Online payment is not set up for this site yet. Please contact support to buy credits."

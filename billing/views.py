@@ -1,5 +1,6 @@
 import contextlib
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -11,13 +12,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import admin_required
 from credits import selectors as credit_selectors
 
-from . import charts, pricing, services, stripe_gateway
+from . import charts, forms, pricing, services, stripe_gateway
 from .models import CreditPackage, Purchase, SubscriptionPlan
 
 
@@ -30,35 +32,48 @@ def _local_path(request: HttpRequest, value: str) -> str:
     return ""
 
 
-def _positive_int(value: str | None) -> int | None:
-    try:
-        number = int(value or "")
-    except ValueError:
-        return None
-    return number if number > 0 else None
+# Pages that move money are never shown again from the browser's history or a cache: an old
+# copy would offer its old forms (and their one-time tokens) as if they were current.
 
 
+@never_cache
 @require_GET
 @admin_required
 def add_credits(request: HttpRequest) -> HttpResponse:
     organization = request.organization
     price_list = pricing.price_list_for(organization.currency)
-    need = _positive_int(request.GET.get("need"))
-    typed = _positive_int(request.GET.get("quantity")) or need
+    query = forms.AddCreditsQuery(request.GET)
+    query.is_valid()  # fields in error are left out of cleaned_data and shown below
+    need = query.cleaned_data.get("need")
+    typed = query.cleaned_data.get("quantity")
     context = {
         "price_list": price_list,
         "need": need,
-        "quantity": typed,
-        "next": _local_path(request, request.GET.get("next", "")),
-        "request_token": uuid.uuid4(),
+        "need_error": (query.errors.get("need") or [""])[0],
+        "next": _local_path(request, forms.cleaned_next(query)),
+        # Every Buy button has its own token: one shared by the whole page made a second
+        # choice, after Back, find (and check out) the first choice's purchase.
+        "quantity_token": uuid.uuid4(),
         "balance": credit_selectors.organization_balance(organization=organization),
         "simulated": stripe_gateway.simulated(),
     }
     if price_list is not None:
-        context["packages"] = pricing.packages(price_list=price_list)
-        context.update(_quote_context(price_list, typed))
-        if need and need <= pricing.MAX_QUANTITY:
+        limit = pricing.max_quantity(price_list=price_list)
+        context["max_quantity"] = limit
+        context["packages"] = [
+            (offer, uuid.uuid4()) for offer in pricing.packages(price_list=price_list)
+        ]
+        if need is not None and need > limit:
+            # No purchase can cover it: say so rather than offer one Stripe would refuse.
+            context["need_above_limit"] = pricing.limit_message(price_list=price_list, limit=limit)
+        elif need is not None:
             context["suggestion"] = pricing.suggestion(price_list=price_list, need=need)
+            context["exact_token"], context["better_token"] = uuid.uuid4(), uuid.uuid4()
+            typed = typed or need
+        context.update(_quote_context(price_list, typed))
+        if "quantity" in query.errors:
+            context["quote_error"] = query.errors["quantity"][0]
+    context["quantity"] = typed
     template = "billing/add_credits.html"
     if request.htmx and request.htmx.target == "quote":
         template += "#quote"
@@ -80,29 +95,32 @@ def _quote_context(price_list, quantity: int | None) -> dict:
 @admin_required
 def purchase_create(request: HttpRequest) -> HttpResponse:
     back = reverse("billing:add_credits")
-    try:
-        token = uuid.UUID(request.POST.get("request_token", ""))
-    except ValueError:
-        messages.error(request, "The form was out of date. Please choose again.")
+    price_list = pricing.price_list_for(request.organization.currency)
+    limits = {}
+    if price_list is not None:
+        limit = pricing.max_quantity(price_list=price_list)
+        limits = {
+            "max_quantity": limit,
+            "limit_message": pricing.limit_message(price_list=price_list, limit=limit),
+        }
+    form = forms.PurchaseForm(request.POST, **limits)
+    if not form.is_valid():
+        messages.error(request, forms.first_error(form))
         return redirect(back)
     package = None
-    if request.POST.get("package"):
-        package = CreditPackage.objects.filter(pk=_positive_int(request.POST["package"])).first()
+    if form.cleaned_data["package"] is not None:
+        package = CreditPackage.objects.filter(pk=form.cleaned_data["package"]).first()
         if package is None:
             messages.error(request, "That package is not on sale any more.")
             return redirect(back)
-    quantity = _positive_int(request.POST.get("quantity"))
-    if package is None and quantity is None:
-        messages.error(request, "Enter how many credits to buy (a whole number above zero).")
-        return redirect(back)
     try:
         purchase = services.purchase_start(
             organization=request.organization,
             user=request.user,
-            request_token=token,
-            quantity=quantity,
+            request_token=form.cleaned_data["request_token"],
+            quantity=None if package else form.cleaned_data["quantity"],
             package=package,
-            next_url=_local_path(request, request.POST.get("next", "")),
+            next_url=_local_path(request, forms.cleaned_next(form)),
         )
     except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
@@ -115,6 +133,7 @@ def purchase_create(request: HttpRequest) -> HttpResponse:
     return redirect(purchase.checkout_url)
 
 
+@never_cache
 @require_GET
 @admin_required
 def purchase(request: HttpRequest, pk: int) -> HttpResponse:
@@ -146,6 +165,13 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"received": True, "duplicate": not fresh})
 
 
+# The ids stripe_gateway makes for simulated sessions; anything else names no session (and a
+# NUL byte or a 10 kB id must not reach the database).
+_SIMULATED_SUBSCRIPTION = re.compile(r"cs_sim_sub_([0-9]{1,18})_([0-9a-f]{32})")
+_SIMULATED_PURCHASE = re.compile(r"cs_sim_[0-9A-Za-z_]{1,200}")
+
+
+@never_cache
 @require_http_methods(["GET", "POST"])
 @admin_required
 def simulated_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
@@ -154,11 +180,16 @@ def simulated_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
     if not stripe_gateway.simulated():
         raise Http404("There is no simulated checkout on this site.")
     if session_id.startswith("cs_sim_sub_"):
-        _, _, _, plan_id, token = session_id.split("_", 4)
-        plan = get_object_or_404(SubscriptionPlan, pk=_positive_int(plan_id), active=True)
+        match = _SIMULATED_SUBSCRIPTION.fullmatch(session_id)
+        if match is None:
+            raise Http404("No such checkout session.")
+        plan_id, token = match.groups()
+        plan = get_object_or_404(SubscriptionPlan, pk=int(plan_id), active=True)
         item, events = None, _simulated_subscription_events(request, session_id, plan, token)
         back = "billing:overview"
     else:
+        if _SIMULATED_PURCHASE.fullmatch(session_id) is None:
+            raise Http404("No such checkout session.")
         item = get_object_or_404(
             Purchase, checkout_session_id=session_id, organization=request.organization
         )
@@ -166,11 +197,26 @@ def simulated_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
         back = "billing:add_credits"
     if request.method == "GET":
         return render(request, "billing/simulated_checkout.html", {"purchase": item, "plan": plan})
-    if request.POST.get("action") == "cancel":
+    choice = forms.SimulatedPaymentForm(request.POST)
+    action = choice.cleaned_data["action"] if choice.is_valid() else ""
+    if action == "cancel":
         messages.info(request, "Payment cancelled. Nothing was charged.")
         return redirect(back)
-    for event in events:
-        _post_signed(request, event)
+    if action != "pay":
+        messages.error(request, "Choose Pay or Cancel.")
+        return redirect(request.path)
+    try:
+        for event in events:
+            _post_signed(request, event)
+    except OSError:
+        # The events go to this site's own webhook endpoint: if it cannot be reached (a
+        # proxy in the way, a name that does not resolve), nothing was paid.
+        messages.error(
+            request,
+            "The simulated payment could not reach this site's webhook, so nothing was paid. "
+            "Try again in a moment.",
+        )
+        return redirect(back)
     if item is None:
         messages.success(request, f"Subscribed to {plan}.")
         return redirect("billing:overview")
@@ -256,6 +302,7 @@ def _post_signed(request: HttpRequest, event: dict) -> None:
         response.read()
 
 
+@never_cache
 @require_GET
 @admin_required
 def overview(request: HttpRequest) -> HttpResponse:
@@ -277,31 +324,34 @@ def overview(request: HttpRequest) -> HttpResponse:
         "purchases": Purchase.objects.filter(organization=organization).select_related("lot")[:20],
         "overages": credit_selectors.overages(organization=organization)[:20],
         "chart": charts.monthly_bars(credit_selectors.monthly_flows(organization=organization)),
-        "request_token": uuid.uuid4(),
+        # One token per Subscribe button, as on Add credits: it is the Stripe idempotency
+        # key, which Stripe refuses to reuse for another plan.
+        "subscribe_choices": [(plan, uuid.uuid4()) for plan in plans],
         "simulated": stripe_gateway.simulated(),
     }
     return render(request, "billing/overview.html", context)
 
 
-def _plan(request: HttpRequest) -> SubscriptionPlan | None:
-    return SubscriptionPlan.objects.filter(pk=_positive_int(request.POST.get("plan"))).first()
+def _plan(form: forms.PlanForm) -> SubscriptionPlan:
+    plan = SubscriptionPlan.objects.filter(pk=form.cleaned_data["plan"]).first()
+    if plan is None:
+        raise services.PurchaseRefused("That plan is not available.")
+    return plan
 
 
 @require_POST
 @admin_required
 def subscribe(request: HttpRequest) -> HttpResponse:
-    plan = _plan(request)
-    token = request.POST.get("request_token", "")
-    try:
-        uuid.UUID(token)
-        if plan is None:
-            raise services.PurchaseRefused("That plan is not available.")
-        url = services.subscription_start(
-            organization=request.organization, plan=plan, request_token=uuid.UUID(token).hex
-        )
-    except ValueError:
-        messages.error(request, "The form was out of date. Please choose again.")
+    form = forms.SubscribeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, forms.first_error(form))
         return redirect("billing:overview")
+    try:
+        url = services.subscription_start(
+            organization=request.organization,
+            plan=_plan(form),
+            request_token=form.cleaned_data["request_token"].hex,
+        )
     except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
         return redirect("billing:overview")
@@ -314,10 +364,12 @@ def subscribe(request: HttpRequest) -> HttpResponse:
 @require_POST
 @admin_required
 def subscription_upgrade(request: HttpRequest) -> HttpResponse:
-    plan = _plan(request)
+    form = forms.PlanForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, forms.first_error(form))
+        return redirect("billing:overview")
     try:
-        if plan is None:
-            raise services.PurchaseRefused("That plan is not available.")
+        plan = _plan(form)
         services.subscription_upgrade(
             organization=request.organization, plan=plan, actor=request.user
         )

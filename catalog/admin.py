@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from config.admin import OwnerFixedAdmin
+
 from .models import CartLine, Course, Level
 
 
@@ -26,7 +28,8 @@ class LevelAdmin(admin.ModelAdmin):
 
 
 @admin.register(CartLine)
-class CartLineAdmin(admin.ModelAdmin):
+class CartLineAdmin(OwnerFixedAdmin):
+    fixed_after_add = ("organization", "user")
     list_display = ["organization", "user", "level", "seats"]
     search_fields = ["organization__name", "user__email", "level__course__title"]
     list_select_related = ["organization", "user", "level__course"]

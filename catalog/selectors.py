@@ -7,6 +7,8 @@ from .models import CartLine, Course
 
 def courses(*, search: str = "", category: str = "") -> QuerySet[Course]:
     found = Course.objects.filter(published=True).prefetch_related("levels")
+    # "python  basics" means "python basics": runs of spaces, tabs or newlines count as one.
+    search = " ".join(search.split())
     if search:
         found = found.filter(Q(title__icontains=search) | Q(summary__icontains=search))
     if category:

@@ -2,14 +2,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from accounts.models import Organization, User
+from config.errors import Refusal
 
 from .models import CartLine, Level
 
 MAX_SEATS = 100_000
 
 
-class CartRefused(Exception):
-    pass
+class CartRefused(Refusal):
+    """A cart change refused; the message says why."""
 
 
 def _check_seats(seats: int) -> None:

@@ -1,27 +1,30 @@
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import admin_required
+from billing.shortfall import shortfall_for
 from credits import selectors as credit_selectors
 
 from . import selectors, services
+from .forms import CartLineForm, SearchForm, SeatsForm
 from .models import CartLine, Course, Level
 
 
-def _seats(request: HttpRequest) -> int:
-    try:
-        return int(request.POST.get("seats", ""))
-    except ValueError:
-        return 0
+def _first_error(form) -> str:
+    return next(iter(form.errors.values()))[0]
 
 
 @require_GET
 @admin_required
 def index(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()
-    category = request.GET.get("category", "")
+    form = SearchForm(request.GET)
+    # A search too long or odd to run shows every course rather than an error page.
+    filters = form.cleaned_data if form.is_valid() else {"q": "", "category": ""}
+    search, category = filters["q"].strip(), filters["category"]
     context = {
         "courses": selectors.courses(search=search, category=category),
         "categories": selectors.categories(),
@@ -45,17 +48,23 @@ def course(request: HttpRequest, slug: str) -> HttpResponse:
 @admin_required
 def cart_add(request: HttpRequest, level_id: int) -> HttpResponse:
     level = get_object_or_404(Level.objects.select_related("course"), pk=level_id)
+    form = SeatsForm(request.POST)
     try:
+        if not form.is_valid():
+            raise services.CartRefused(_first_error(form))
         line = services.cart_add(
             organization=request.organization,
             user=request.user,
             level=level,
-            seats=_seats(request),
+            seats=form.cleaned_data["seats"],
         )
     except services.CartRefused as refusal:
         messages.error(request, str(refusal))
     else:
-        messages.success(request, f"{line.level} is in your cart ({line.seats} seats).")
+        messages.success(
+            request,
+            f"{line.level} is in your cart ({line.seats:,} seat{pluralize(line.seats)}).",
+        )
     if request.htmx:
         # The message and the cart badge are swapped in place: no reload.
         return render(
@@ -74,16 +83,18 @@ def cart_add(request: HttpRequest, level_id: int) -> HttpResponse:
 def _cart_context(request: HttpRequest) -> dict:
     lines = list(selectors.cart_lines(organization=request.organization, user=request.user))
     balance = credit_selectors.organization_balance(organization=request.organization)
+    # Every seat of every line: what the plan's seats will cost once people fill them.
     total = sum(line.cost for line in lines)
     return {
         "lines": lines,
         "total": total,
         "balance": balance,
-        "shortfall": max(total - balance.available, 0),
+        "shortfall": shortfall_for(organization=request.organization, need=total, balance=balance),
         "cart_count": sum(line.seats for line in lines),
     }
 
 
+@never_cache
 @require_GET
 @admin_required
 def cart(request: HttpRequest) -> HttpResponse:
@@ -95,11 +106,14 @@ def cart(request: HttpRequest) -> HttpResponse:
 def cart_line(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a line's seats, or remove it."""
     line = get_object_or_404(CartLine, pk=pk, organization=request.organization, user=request.user)
-    if request.POST.get("action") == "remove":
+    form = CartLineForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _first_error(form))
+    elif form.cleaned_data["action"] == "remove":
         services.cart_remove(line=line)
     else:
         try:
-            services.cart_set_seats(line=line, seats=_seats(request))
+            services.cart_set_seats(line=line, seats=form.cleaned_data["seats"])
         except services.CartRefused as refusal:
             messages.error(request, str(refusal))
     if request.htmx:

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.views import admin_login_view
+
 from . import views
 
 admin.site.site_header = "Credits Admin Center — support"
@@ -8,6 +10,9 @@ admin.site.site_title = "Credits support"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Ahead of admin.site.urls, so that this rate-limited view answers /admin/login/ (and the
+    # admin's own redirects to reverse("admin:login") land on it).
+    path("admin/login/", admin_login_view),
     path("admin/", admin.site.urls),
     path("credits/", include("credits.urls")),
     path("billing/", include("billing.urls")),

@@ -71,6 +71,8 @@ CHECKS: list[tuple[str, str]] = [
         "lot quantity is not what accounts hold + consumed + expired + revoked",
         # Grants add the lot's quantity once; every other kind only moves or removes it, so
         # the grant-side entries must equal the lot and the rest must equal the holdings.
+        # A reversal gives consumption back: its entries (all of them: a lapsed part is a
+        # +n/-n pair) count against what was removed.
         """
         SELECT l.id, l.quantity, COALESCE(g.granted, 0), COALESCE(h.held, 0),
                COALESCE(x.removed, 0)
@@ -83,8 +85,9 @@ CHECKS: list[tuple[str, str]] = [
                ON h.lot_id = l.id
         LEFT JOIN (SELECT e.lot_id, -SUM(e.quantity) removed FROM credits_ledgerentry e
                    JOIN credits_ledgertransaction t ON t.id = e.transaction_id
-                   WHERE t.kind IN ('redeem', 'capture', 'expire', 'revoke', 'adjust')
-                     AND e.quantity < 0
+                   WHERE (t.kind IN ('redeem', 'capture', 'expire', 'revoke', 'adjust')
+                          AND e.quantity < 0)
+                      OR t.kind = 'reverse'
                    GROUP BY e.lot_id) x ON x.lot_id = l.id
         WHERE l.quantity <> COALESCE(g.granted, 0)
            OR l.quantity <> COALESCE(h.held, 0) + COALESCE(x.removed, 0)
@@ -96,6 +99,63 @@ CHECKS: list[tuple[str, str]] = [
         SELECT t.id, SUM(e.quantity) FROM credits_ledgertransaction t
         JOIN credits_ledgerentry e ON e.transaction_id = t.id
         WHERE t.kind = 'transfer' GROUP BY t.id HAVING SUM(e.quantity) <> 0
+        """,
+    ),
+    (
+        "reversal is not of a redemption or capture, or not into its account",
+        """
+        SELECT r.id, o.id, o.kind, r.account_id, o.account_id
+        FROM credits_ledgertransaction r
+        LEFT JOIN credits_ledgertransaction o ON o.id = r.reversal_of_id
+        WHERE (r.kind = 'reverse' OR r.reversal_of_id IS NOT NULL)
+          AND (r.kind <> 'reverse' OR o.kind NOT IN ('redeem', 'capture') OR o.id IS NULL
+               OR r.account_id IS DISTINCT FROM o.account_id
+               OR r.organization_id <> o.organization_id)
+        """,
+    ),
+    (
+        "reversals give back more than their original took",
+        # In all (the requested quantities) and lot by lot (the positive entries: what came
+        # back or lapsed), and no reversal moves more than it was asked for.
+        """
+        SELECT 'original', o.id, o.quantity, SUM(r.quantity)
+        FROM credits_ledgertransaction o
+        JOIN credits_ledgertransaction r ON r.reversal_of_id = o.id AND r.kind = 'reverse'
+        GROUP BY o.id, o.quantity HAVING SUM(r.quantity) > o.quantity
+        UNION ALL
+        SELECT 'lot', b.original_id, b.lot_id, b.back - COALESCE(t.taken, 0)
+        FROM (SELECT r.reversal_of_id original_id, e.account_id, e.lot_id,
+                     SUM(e.quantity) back
+              FROM credits_ledgertransaction r
+              JOIN credits_ledgerentry e ON e.transaction_id = r.id
+              WHERE r.kind = 'reverse' AND e.quantity > 0
+              GROUP BY r.reversal_of_id, e.account_id, e.lot_id) b
+        LEFT JOIN (SELECT transaction_id, account_id, lot_id, -SUM(quantity) taken
+                   FROM credits_ledgerentry
+                   WHERE quantity < 0 AND transaction_id IN (
+                       SELECT reversal_of_id FROM credits_ledgertransaction
+                       WHERE kind = 'reverse')
+                   GROUP BY transaction_id, account_id, lot_id) t
+               ON t.transaction_id = b.original_id AND t.account_id = b.account_id
+              AND t.lot_id = b.lot_id
+        WHERE b.back > COALESCE(t.taken, 0)
+        UNION ALL
+        SELECT 'reversal', r.id, r.quantity, SUM(e.quantity)
+        FROM credits_ledgertransaction r
+        JOIN credits_ledgerentry e ON e.transaction_id = r.id
+        WHERE r.kind = 'reverse' AND e.quantity > 0
+        GROUP BY r.id, r.quantity HAVING SUM(e.quantity) > r.quantity
+        """,
+    ),
+    (
+        "reversal takes credits from a lot",
+        # A reversal only gives back; a lapsed part is a +n/-n pair that nets to zero.
+        """
+        SELECT e.transaction_id, e.lot_id, SUM(e.quantity)
+        FROM credits_ledgerentry e
+        JOIN credits_ledgertransaction t ON t.id = e.transaction_id
+        WHERE t.kind = 'reverse'
+        GROUP BY e.transaction_id, e.lot_id HAVING SUM(e.quantity) < 0
         """,
     ),
     (

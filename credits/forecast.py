@@ -47,7 +47,7 @@ def forecast(*, organization: Organization, now: dt.datetime | None = None) -> F
     first = entries.aggregate(first=Min("created_at"))["first"]
     used = -(
         entries.filter(
-            Q(transaction__kind__in=["redeem", "capture"]),
+            Q(transaction__kind__in=["redeem", "capture", "reverse"]),
             created_at__gte=now - dt.timedelta(days=WINDOW_DAYS),
         ).aggregate(total=Sum("quantity"))["total"]
         or 0

@@ -143,6 +143,7 @@ class LedgerTransaction(models.Model):
         EXPIRE = "expire", "Expired"
         REVOKE = "revoke", "Revoked"
         ADJUST = "adjust", "Support adjustment"
+        REVERSE = "reverse", "Reversed"
 
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, related_name="ledger_transactions"
@@ -161,12 +162,22 @@ class LedgerTransaction(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField()
+    # A reversal names the redemption or capture it gives credits back from, so that what is
+    # still reversible is the original less every reversal pointing at it.
+    reversal_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversals"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["organization", "idempotency_key"], name="ledger_txn_idempotency"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="reverse", reversal_of__isnull=False)
+                | (~Q(kind="reverse") & Q(reversal_of__isnull=True)),
+                name="ledger_txn_reversal_of_reverse",
             ),
         ]
         indexes = [models.Index(fields=["organization", "created_at"], name="ledger_txn_org_time")]

@@ -19,13 +19,27 @@ EXPIRING_SOON_DAYS = 30
 
 @dataclass(frozen=True)
 class Balance:
+    """The organization's credits as every page and check shows them.
+
+    `available` has one meaning everywhere: what Confirm users (and every other spend from
+    the general pool) can take now, the pool's valid credits less its holds. Credits
+    earmarked for courses and managers are not available to plans: they are a figure of
+    their own (`earmarked`).
+    """
+
     total: int
     held: int
     expiring_soon: int
+    earmarked: int = 0
 
     @property
     def available(self) -> int:
         return self.total - self.held
+
+    @property
+    def spendable(self) -> int:
+        """`available`, never below zero (holds may outlast lots that expired under them)."""
+        return max(self.available, 0)
 
     @property
     def over_assigned(self) -> bool:
@@ -55,12 +69,31 @@ def account_balance(*, account: Account, now: dt.datetime | None = None) -> Bala
 
 
 def organization_balance(*, organization: Organization, now: dt.datetime | None = None) -> Balance:
-    """Every account of the organization together: pool, course earmarks, managers."""
+    """The general pool's figures (what plans spend), with the credits earmarked for courses
+    and managers beside them."""
     now = now or timezone.now()
-    held = Account.objects.filter(organization=organization).aggregate(
-        held=Coalesce(Sum("held"), 0)
-    )["held"]
-    return _balance(Holding.objects.filter(account__organization=organization), held, now)
+    soon = now + dt.timedelta(days=EXPIRING_SOON_DAYS)
+    pool = Q(account__kind=Account.Kind.POOL)
+    figures = (
+        Holding.objects.filter(account__organization=organization)
+        .filter(_valid(now))
+        .aggregate(
+            total=Coalesce(Sum("quantity", filter=pool), 0),
+            expiring=Coalesce(Sum("quantity", filter=pool & Q(lot__expires_at__lte=soon)), 0),
+            earmarked=Coalesce(Sum("quantity", filter=~pool), 0),
+        )
+    )
+    held = (
+        Account.objects.filter(organization=organization, kind=Account.Kind.POOL)
+        .values_list("held", flat=True)
+        .first()
+    ) or 0
+    return Balance(
+        total=figures["total"],
+        held=held,
+        expiring_soon=figures["expiring"],
+        earmarked=figures["earmarked"],
+    )
 
 
 def lots_with_remaining(*, organization: Organization) -> QuerySet[Lot]:
@@ -137,10 +170,12 @@ def monthly_flows(
                 ),
                 0,
             ),
+            # A reversal gives use back: its entries count against what was used.
             used=Coalesce(
                 Sum(
                     "quantity",
-                    filter=Q(transaction__kind__in=["redeem", "capture", "adjust"], quantity__lt=0),
+                    filter=Q(transaction__kind__in=["redeem", "capture", "adjust"], quantity__lt=0)
+                    | Q(transaction__kind="reverse"),
                 ),
                 0,
             ),
@@ -190,7 +225,9 @@ def account_figures(
         .values_list("account_id", "total")
     )
     spent = dict(
-        LedgerEntry.objects.filter(account_id__in=ids, transaction__kind__in=["redeem", "capture"])
+        LedgerEntry.objects.filter(
+            account_id__in=ids, transaction__kind__in=["redeem", "capture", "reverse"]
+        )
         .values("account_id")
         .annotate(total=Sum("quantity"))
         .values_list("account_id", "total")

@@ -8,7 +8,8 @@ Rules every function here keeps:
 - Every write carries an idempotency key, unique per organization. Replaying a key with the
   same parameters returns the first result and changes nothing; with other parameters it
   raises IdempotencyConflict. A call that failed left no row, so its key can be retried.
-- Credits are consumed earliest-expiring lot first (never-expiring last, then oldest).
+- Credits are consumed earliest-expiring lot first (never-expiring last, then oldest); a
+  reversal gives them back into the same lots in the opposite order.
 - Times come from `django.utils.timezone.now()` (never the database clock), so the whole
   ledger follows one clock, which tests control.
 """
@@ -30,6 +31,7 @@ from django.utils import timezone
 
 from accounts.models import Organization, User
 from catalog.models import Course
+from config.errors import Refusal
 
 from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
 
@@ -39,7 +41,7 @@ Kind = LedgerTransaction.Kind
 # --- Domain exceptions ---------------------------------------------------------------------
 
 
-class CreditsError(Exception):
+class CreditsError(Refusal):
     """Base of every refusal of the ledger; the message is fit to show to a user."""
 
 
@@ -47,7 +49,7 @@ class InsufficientCredits(CreditsError):
     def __init__(self, *, shortfall: int, available: int):
         self.shortfall = shortfall
         self.available = available
-        super().__init__(f"Not enough credits: {available} available, {shortfall} more needed.")
+        super().__init__(f"Not enough credits: {available:,} available, {shortfall:,} more needed.")
 
 
 class IdempotencyConflict(CreditsError):
@@ -66,6 +68,16 @@ class HoldNotActive(CreditsError):
 
 class InvalidOperation(CreditsError):
     pass
+
+
+class ReversalTooLarge(InvalidOperation):
+    def __init__(self, *, requested: int, reversible: int):
+        self.requested = requested
+        self.reversible = reversible
+        super().__init__(
+            f"Only {reversible} of these credits can still be given back, not {requested}; "
+            "nothing was changed."
+        )
 
 
 # --- Accounts ------------------------------------------------------------------------------
@@ -541,9 +553,10 @@ def lot_revoke(
         )
         if not created:
             return txn
-        account_ids = list(
-            Holding.objects.filter(lot=lot, quantity__gt=0).values_list("account_id", flat=True)
-        )
+        # Every account with a holding row of the lot, emptied ones too: a reversal may give
+        # credits back into an emptied holding, and must either finish before this revocation
+        # reads the holdings or find the lot revoked.
+        account_ids = list(Holding.objects.filter(lot=lot).values_list("account_id", flat=True))
         _lock_accounts(account_ids)
         with connection.cursor() as cursor:
             cursor.execute(_REVOKE_SQL, {"txn": txn.pk, "lot": lot.pk, "now": txn.created_at})
@@ -595,6 +608,163 @@ def credits_adjust(
     return txn
 
 
+# --- Reversal ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReversalFigures:
+    """Where the `requested` credits of a reversal went: `returned` to their lots (available
+    again), `lapsed` because their lot has expired or been revoked since (they would have gone
+    with it), or `overage`: the original took them beyond the balance, billed as overage, so
+    there is no lot to give them back to. The three add up to `requested`."""
+
+    requested: int
+    returned: int
+    lapsed: int
+    overage: int
+
+
+# Earlier reversals of one original, the one being written excepted.
+_REVERSED_BEFORE_SQL = """
+SELECT COALESCE(SUM(quantity), 0) FROM credits_ledgertransaction
+WHERE reversal_of_id = %(original)s AND kind = 'reverse' AND id <> %(txn)s
+"""
+
+# Each lot the original took from: how much it took, how much earlier reversals of it gave
+# back or recorded as lapsed (their positive entries), and whether the lot can still hold
+# credits now. Last taken first: the exact reverse of the consumption order in credits_take.
+_REVERSAL_LOTS_SQL = """
+SELECT l.id,
+       -COALESCE(SUM(e.quantity) FILTER (
+           WHERE e.transaction_id = %(original)s AND e.quantity < 0), 0) AS taken,
+       COALESCE(SUM(e.quantity) FILTER (
+           WHERE e.transaction_id <> %(original)s AND e.quantity > 0), 0) AS given_back,
+       (l.expired_at IS NULL AND l.revoked_at IS NULL
+        AND (l.expires_at IS NULL OR l.expires_at > %(now)s)) AS usable
+FROM credits_ledgerentry e JOIN credits_lot l ON l.id = e.lot_id
+WHERE e.account_id = %(account)s
+  AND (e.transaction_id = %(original)s
+       OR e.transaction_id IN (SELECT id FROM credits_ledgertransaction
+                               WHERE reversal_of_id = %(original)s AND kind = 'reverse'
+                                 AND id <> %(txn)s))
+GROUP BY l.id
+ORDER BY l.expires_at DESC NULLS FIRST, l.invoiced_at DESC, l.id DESC
+"""
+
+
+def credits_reverse(
+    *,
+    original: LedgerTransaction,
+    quantity: int,
+    reason: str,
+    idempotency_key: str,
+    actor: User | None = None,
+) -> LedgerTransaction:
+    """Give back `quantity` credits of a redemption or capture (`original`): a transaction of
+    its own, kind `reverse`, pointing at the original, crediting the same account and the
+    same lots the original took from. Each lot keeps its expiry; no lot is created.
+
+    - Last taken first: overage first (the original took it after the lots ran out), then
+      the lots latest-expiring first.
+    - Never more than the original's quantity less every earlier reversal of it: asking for
+      more raises ReversalTooLarge and changes nothing.
+    - A lot that has expired or been revoked since gets nothing back: those credits would have
+      expired (or been refunded) with it. They still count as reversed, recorded as a pair of
+      entries on that lot (+n, then -n), so that part of the original is used up while the
+      balance stays as it is.
+    - Overage gets no credits back (it came from no lot; what was billed is billing's
+      business): it counts as reversed and has no entry.
+
+    The transaction's `quantity` is what was asked; its entries' sum is what became available
+    again. `reversal_figures()` reads the split back.
+    """
+    _require_positive(quantity)
+    if not reason.strip():
+        raise InvalidOperation("A reversal needs a reason.")
+    if original.kind not in (Kind.REDEEM, Kind.CAPTURE) or original.account_id is None:
+        raise InvalidOperation("Only a redemption or the start of an assignment can be reversed.")
+    account_id = original.account_id
+    params = {"original": original.pk, "quantity": quantity}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=original.organization_id,
+            kind=Kind.REVERSE,
+            key=idempotency_key,
+            params=params,
+            account_id=account_id,
+            quantity=quantity,
+            reference=f"Reversal of #{original.pk}: {original.reference}"[:255],
+            memo=reason.strip(),
+            actor=actor,
+            reversal_of_id=original.pk,
+        )
+        if not created:
+            return txn
+        # Concurrent reversals of one original credit the same account, so this lock makes
+        # them take turns: each reads what the ones before it committed.
+        _lock_accounts([account_id])
+        ids = {"original": original.pk, "txn": txn.pk, "account": account_id}
+        with connection.cursor() as cursor:
+            cursor.execute(_REVERSED_BEFORE_SQL, ids)
+            (reversed_before,) = cursor.fetchone()
+            cursor.execute(_REVERSAL_LOTS_SQL, {**ids, "now": txn.created_at})
+            lots = cursor.fetchall()
+        reversible = original.quantity - reversed_before
+        if quantity > reversible:
+            raise ReversalTooLarge(requested=quantity, reversible=max(reversible, 0))
+        taken = sum(row[1] for row in lots)
+        given_back = sum(row[2] for row in lots)
+        # Earlier reversals used up the overage before any lot; what they did not give back
+        # to a lot was overage.
+        overage_left = max((original.quantity - taken) - (reversed_before - given_back), 0)
+        left = quantity - min(quantity, overage_left)
+        returned: list[_Moved] = []
+        lapsed: list[_Moved] = []
+        for lot_id, lot_taken, lot_given_back, usable in lots:
+            if left == 0:
+                break
+            part = min(left, lot_taken - lot_given_back)
+            if part > 0:
+                (returned if usable else lapsed).append(_Moved(lot_id, part))
+                left -= part
+        if left:
+            # The lots and the earlier reversals disagree with the totals: refuse rather
+            # than give back credits no lot accounts for.
+            raise InvalidOperation(f"Transaction #{original.pk} cannot be reversed as recorded.")
+        if returned:
+            _credit(txn, account_id, returned)
+        if lapsed:
+            LedgerEntry.objects.bulk_create(
+                LedgerEntry(
+                    transaction=txn,
+                    account_id=account_id,
+                    lot_id=moved.lot_id,
+                    quantity=sign * moved.quantity,
+                    created_at=txn.created_at,
+                )
+                for moved in lapsed
+                for sign in (1, -1)
+            )
+    return txn
+
+
+def reversal_figures(*, reversal: LedgerTransaction) -> ReversalFigures:
+    """How a reversal's requested credits split into returned, lapsed and overage."""
+    if reversal.kind != Kind.REVERSE:
+        raise InvalidOperation("That transaction is not a reversal.")
+    parts = list(
+        LedgerEntry.objects.filter(transaction=reversal).values_list("quantity", flat=True)
+    )
+    back = sum(part for part in parts if part > 0)
+    lapsed = -sum(part for part in parts if part < 0)
+    return ReversalFigures(
+        requested=reversal.quantity,
+        returned=back - lapsed,
+        lapsed=lapsed,
+        overage=reversal.quantity - back,
+    )
+
+
 # --- Internals -----------------------------------------------------------------------------
 
 
@@ -628,11 +798,14 @@ def _fingerprint(kind: str, params: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Only a reversal names `reversal_of_id`: every other write stays valid on the schema before
+# credits 0008, which a migration running live ledger code may still be on (training 0003
+# releases holds through hold_release).
 _BEGIN_SQL = """
 INSERT INTO credits_ledgertransaction
     (organization_id, kind, idempotency_key, fingerprint, account_id, quantity, reference, memo,
-     actor_id, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+     actor_id, created_at{columns})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s{values})
 ON CONFLICT (organization_id, idempotency_key) DO NOTHING
 RETURNING id
 """
@@ -650,6 +823,7 @@ def _begin(
     account: Account | None = None,
     account_id: int | None = None,
     actor: User | None = None,
+    reversal_of_id: int | None = None,
 ) -> tuple[LedgerTransaction, bool]:
     """Claim the idempotency key: (new transaction, True), or (the first one, False).
 
@@ -663,22 +837,24 @@ def _begin(
     fingerprint = _fingerprint(kind, params)
     now = timezone.now()
     actor_id = actor.pk if actor is not None else None
+    values = [
+        organization_id,
+        kind,
+        key,
+        fingerprint,
+        account_id,
+        quantity,
+        reference,
+        memo,
+        actor_id,
+        now,
+    ]
+    sql = _BEGIN_SQL.format(columns="", values="")
+    if reversal_of_id is not None:
+        sql = _BEGIN_SQL.format(columns=", reversal_of_id", values=", %s")
+        values.append(reversal_of_id)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _BEGIN_SQL,
-            [
-                organization_id,
-                kind,
-                key,
-                fingerprint,
-                account_id,
-                quantity,
-                reference,
-                memo,
-                actor_id,
-                now,
-            ],
-        )
+        cursor.execute(sql, values)
         row = cursor.fetchone()
     if row is None:
         first = LedgerTransaction.objects.get(organization_id=organization_id, idempotency_key=key)
@@ -697,6 +873,7 @@ def _begin(
         memo=memo,
         actor_id=actor_id,
         created_at=now,
+        reversal_of_id=reversal_of_id,
     )
     return txn, True
 

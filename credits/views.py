@@ -2,17 +2,18 @@ import csv
 import datetime as dt
 from collections.abc import Iterator
 
+from django import forms
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET
 
 from accounts.decorators import admin_required
+from config.csv_cells import neutralise_row
 
 from . import selectors
-from .filters import HistoryFilter
+from .filters import DAY_BOUNDS, HistoryFilter, local_midnight
 
 HISTORY_PAGE_SIZE = 25
 
@@ -23,14 +24,17 @@ def _history(request: HttpRequest) -> HistoryFilter:
     )
 
 
+class AsOfForm(forms.Form):
+    as_of = forms.DateField(required=False, validators=DAY_BOUNDS)
+
+
 def _as_of(request: HttpRequest) -> tuple[dt.date | None, int | None]:
     """The balance at the end of the chosen day, in the viewer's time zone."""
-    day = parse_date(request.GET.get("as_of", "") or "")
+    form = AsOfForm(request.GET)
+    day = form.cleaned_data["as_of"] if form.is_valid() else None
     if day is None:
         return None, None
-    end_of_day = dt.datetime.combine(
-        day + dt.timedelta(days=1), dt.time.min, tzinfo=timezone.get_current_timezone()
-    )
+    end_of_day = local_midnight(day + dt.timedelta(days=1))
     return day, selectors.balance_as_of(organization=request.organization, at=end_of_day)
 
 
@@ -79,17 +83,20 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
             ["date", "kind", "reference", "requested", "net change", "account", "by", "note"]
         )
         for txn in rows.iterator(chunk_size=2000):
+            # References, memos and names are typed by people: none may run as a formula.
             yield writer.writerow(
-                [
-                    txn.created_at.astimezone(zone).isoformat(timespec="seconds"),
-                    txn.get_kind_display(),
-                    txn.reference,
-                    txn.quantity,
-                    txn.net,
-                    str(txn.account) if txn.account_id else "",
-                    txn.actor.email if txn.actor_id else "",
-                    txn.memo,
-                ]
+                neutralise_row(
+                    [
+                        txn.created_at.astimezone(zone).isoformat(timespec="seconds"),
+                        txn.get_kind_display(),
+                        txn.reference,
+                        txn.quantity,
+                        txn.net,
+                        str(txn.account) if txn.account_id else "",
+                        txn.actor.email if txn.actor_id else "",
+                        txn.memo,
+                    ]
+                )
             )
 
     stamp = timezone.localdate().isoformat()

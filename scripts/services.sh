@@ -84,8 +84,9 @@ pg_bindir() {
 }
 
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
+# It starts from /: the caller's folder may be one postgres cannot enter (root's home).
 as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # Where the cluster lives. The server runs as `postgres`, who must reach its data directory:
@@ -113,6 +114,8 @@ pg_start() {
   if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$home"; fi
   if [ "$home" != "$LOCAL/pg" ]; then
     log "PostgreSQL's data is in $home (the postgres user cannot reach $ROOT)"
+  else
+    log "PostgreSQL's data is in $home"
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     log "initdb $data"

@@ -3,10 +3,20 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 
 from catalog.models import Level
-from config.admin import ReadOnlyAdmin
+from config.admin import OwnerFixedAdmin, ReadOnlyAdmin
+from credits.services import CreditsError
 
 from . import services
-from .models import Assignment, CourseManager, Enrollment, Participant, PlanItem, TrainingPlan
+from .models import (
+    Assignment,
+    CourseManager,
+    Enrollment,
+    ItemAssignment,
+    LevelChange,
+    Participant,
+    PlanItem,
+    TrainingPlan,
+)
 
 
 class PlanItemInline(admin.TabularInline):
@@ -16,7 +26,8 @@ class PlanItemInline(admin.TabularInline):
 
 
 @admin.register(TrainingPlan)
-class TrainingPlanAdmin(admin.ModelAdmin):
+class TrainingPlanAdmin(OwnerFixedAdmin):
+    fixed_after_add = ("organization",)
     list_display = ["name", "organization", "start_date", "status", "created_at"]
     list_filter = ["status", "organization"]
     search_fields = ["name", "organization__name"]
@@ -25,14 +36,17 @@ class TrainingPlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(PlanItem)
-class PlanItemAdmin(admin.ModelAdmin):
+class PlanItemAdmin(OwnerFixedAdmin):
+    fixed_after_add = ("plan",)
     list_display = ["plan", "level", "seats"]
     search_fields = ["plan__name", "level__course__title"]
     list_select_related = ["plan", "level__course"]
 
 
 @admin.register(Participant)
-class ParticipantAdmin(admin.ModelAdmin):
+class ParticipantAdmin(OwnerFixedAdmin):
+    # A participant's enrollments, and the holds or redemptions behind them, follow them.
+    fixed_after_add = ("plan", "user")
     list_display = ["email", "plan", "user", "confirmed_at", "removed_at"]
     list_filter = ["plan__organization"]
     search_fields = ["email", "plan__name"]
@@ -40,9 +54,39 @@ class ParticipantAdmin(admin.ModelAdmin):
     list_select_related = ["plan", "user"]
 
 
+class LevelChoiceField(forms.ModelChoiceField):
+    """Each level with its cost and what choosing it would charge (+) or give back (-)."""
+
+    current_cost = 0
+
+    def label_from_instance(self, obj: Level) -> str:
+        return f"{obj} — {obj.credit_cost} credits ({obj.credit_cost - self.current_cost:+d})"
+
+
 class LevelChangeForm(forms.Form):
-    level = forms.ModelChoiceField(queryset=Level.objects.none())
+    level = LevelChoiceField(queryset=Level.objects.none())
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
+
+
+def _credits(count: int) -> str:
+    return f"{count:,} credit{'' if count == 1 else 's'}"
+
+
+def _settled(change: LevelChange) -> str:
+    """What a level change did with the credits, in words."""
+    if change.hold_id:
+        return f"The credits held for it are now {_credits(change.to_cost)}."
+    words = []
+    if change.credits_moved > 0:
+        words.append(f"{_credits(change.credits_moved)} charged.")
+    elif change.credits_moved < 0:
+        words.append(f"{_credits(-change.credits_moved)} given back to the lots they came from.")
+    if change.credits_not_returned:
+        words.append(
+            f"{_credits(change.credits_not_returned)} not given back: their lots expired or "
+            "were revoked since, or they had been billed as overage."
+        )
+    return " ".join(words) or "The levels cost the same: no credits moved."
 
 
 @admin.register(Enrollment)
@@ -80,34 +124,70 @@ class EnrollmentAdmin(admin.ModelAdmin):
         form.fields["level"].queryset = Level.objects.filter(
             course=enrollment.level.course
         ).exclude(pk=enrollment.level_id)
+        form.fields["level"].current_cost = enrollment.cost
         if "apply" in request.POST and form.is_valid():
             try:
-                services.enrollment_change_level(
+                change = services.enrollment_change_level(
                     enrollment=enrollment,
                     level=form.cleaned_data["level"],
                     staff=request.user,
                     reason=form.cleaned_data["reason"],
                 )
-            except services.PlanRefused as refusal:
+            # The service turns the ledger's refusals into PlanRefused; any that slips
+            # through is still a message here, never an error page.
+            except (services.PlanRefused, CreditsError) as refusal:
                 self.message_user(request, str(refusal), messages.ERROR)
             else:
                 self.message_user(
-                    request, f"{enrollment.participant} moved to {form.cleaned_data['level']}."
+                    request,
+                    f"{enrollment.participant} moved to {change.to_level}. {_settled(change)}",
                 )
             return redirect(request.get_full_path())
+        changes = enrollment.level_changes.select_related("from_level", "to_level", "staff")
         return render(
             request,
             "admin/training/change_level.html",
-            {**self.admin_site.each_context(request), "enrollment": enrollment, "form": form},
+            {
+                **self.admin_site.each_context(request),
+                "enrollment": enrollment,
+                "form": form,
+                "changes": changes,
+                "levels": [
+                    (level, level.credit_cost - enrollment.cost)
+                    for level in form.fields["level"].queryset
+                ],
+            },
         )
 
 
+@admin.register(LevelChange)
+class LevelChangeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "enrollment", "from_level", "to_level", "from_cost", "to_cost", "credits_moved",
+        "credits_not_returned", "staff", "created_at",
+    ]  # fmt: skip
+    search_fields = ["enrollment__participant__email", "reason", "staff__email"]
+    list_select_related = ["enrollment__participant", "from_level", "to_level", "staff"]
+
+
 @admin.register(CourseManager)
-class CourseManagerAdmin(admin.ModelAdmin):
+class CourseManagerAdmin(OwnerFixedAdmin):
+    # The manager's credits sit in an account keyed by organization, course and user.
+    fixed_after_add = ("organization", "course", "user")
     list_display = ["user", "course", "organization", "created_at"]
     list_filter = ["organization"]
     search_fields = ["user__email", "course__title"]
     list_select_related = ["user", "course", "organization"]
+
+
+@admin.register(ItemAssignment)
+class ItemAssignmentAdmin(ReadOnlyAdmin):
+    """Seats change on the plan page, where the plan is locked while they do."""
+
+    list_display = ["participant", "item", "confirmed_at", "created_at"]
+    list_filter = ["item__plan__organization"]
+    search_fields = ["participant__email", "item__plan__name"]
+    list_select_related = ["participant", "item__level__course", "item__plan"]
 
 
 @admin.register(Assignment)

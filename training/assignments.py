@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -19,13 +21,53 @@ from credits import selectors as ledger_reads
 from credits import services as ledger
 from credits.models import Account
 
+from .joining import learner_account_create
 from .models import Assignment, CourseManager
 from .services import PlanRefused, split_emails
-from .tasks import send_invitation_emails
+from .tasks import send_invitation_emails, send_invitation_short_email
+
+# The partial unique index of migration 0003: one pending invitation per address and course.
+PENDING_ONCE = "assignment_pending_once"
+EMAIL_LENGTH = Assignment._meta.get_field("email").max_length
+REFERENCE_LENGTH = 255  # credits Hold.reference / LedgerTransaction.reference
 
 
 class AllocationRefused(PlanRefused):
     pass
+
+
+class InvitationDead(AllocationRefused):
+    """An invitation link that can no longer be accepted. `reason` is one of unknown,
+    replaced, cancelled, expired, used; `sign_in` says whether signing in is the way on."""
+
+    def __init__(self, message: str, *, reason: str, sign_in: bool = False):
+        super().__init__(message)
+        self.reason = reason
+        self.sign_in = sign_in
+
+
+class InvitationNotYours(AllocationRefused):
+    """Someone signed in with another address opened the link."""
+
+
+class InvitationShort(AllocationRefused):
+    """The credits held for the invitation no longer exist (the manager's lots expired since
+    it was sent): accepting is refused and nothing is created."""
+
+
+@dataclass
+class Invited:
+    """What an invite did: `sent` new invitations (one hold each), `resent` invitations that
+    were already pending and went out again with a new link (no new hold), `rejected` rows
+    with the reason."""
+
+    sent: list[Assignment] = field(default_factory=list)
+    resent: list[Assignment] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def __iter__(self):
+        # `sent, rejected = invite(...)`, as callers wrote it before re-sends existed.
+        return iter((self.sent, self.rejected))
 
 
 def figures(*, account: Account) -> ledger_reads.AccountFigures:
@@ -110,17 +152,20 @@ def _manager_account(manager: CourseManager) -> Account:
     )
 
 
-def invite(
-    *, manager: CourseManager, level: Level, text: str, token: str
-) -> tuple[list[Assignment], list[tuple[str, str]]]:
+def invite(*, manager: CourseManager, level: Level, text: str, token: str) -> Invited:
     """Invite learners by email: one hold of the level's cost each on the manager's account,
-    all or none (short: InsufficientCredits). `token` (one per rendered form) makes a double
-    submission return the same invitations. Returns (invitations, rejected rows)."""
+    all or none (short: InsufficientCredits). An address with an invitation to this course
+    still pending is not invited twice: that invitation is re-sent (`reinvite`: new link,
+    same hold, new validity). `token` (one per rendered form) makes a double submission
+    return the same invitations."""
     if level.course_id != manager.course_id:
         raise AllocationRefused("That level is not part of this course.")
     emails, rejected = [], []
     for row in split_emails(text):
         email = row.lower()
+        if len(email) > EMAIL_LENGTH:
+            rejected.append((row[:40] + "…", f"longer than {EMAIL_LENGTH} characters"))
+            continue
         try:
             validate_email(email)
         except ValidationError:
@@ -131,33 +176,96 @@ def invite(
             continue
         emails.append(email)
     if not emails:
-        return [], rejected
-    expires = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
+        return Invited(rejected=rejected)
+    try:
+        result = _invite(manager=manager, level=level, emails=emails, token=token)
+    except IntegrityError as error:
+        if not _is_constraint(error, PENDING_ONCE):
+            raise
+        # The lock in _invite makes this a backstop for any writer that does not take it:
+        # someone created a pending invitation of one of these addresses and committed
+        # first. Everything here was rolled back (the hold too); run again, this invite finds
+        # that invitation pending and re-sends it instead of failing.
+        result = _invite(manager=manager, level=level, emails=emails, token=token)
+    result.rejected = rejected
+    return result
+
+
+def _is_constraint(error: IntegrityError, name: str) -> bool:
+    diag = getattr(error.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == name
+
+
+def _invites_one_at_a_time(manager: CourseManager) -> None:
+    """Invites to one course of one organization run one after the other (a transaction-level
+    advisory lock): the pending check then sees every invitation committed before it, so two
+    managers, or two tabs, inviting one address at once end with one invitation and one
+    hold. Only invites take this lock, first, so it cannot close a cycle with the ledger's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            [f"training.invite:{manager.organization_id}:{manager.course_id}"],
+        )
+
+
+def _invite(*, manager: CourseManager, level: Level, emails: list[str], token: str) -> Invited:
+    key = f"invite:{manager.pk}:{token}"
     with transaction.atomic():
+        _invites_one_at_a_time(manager)
+        # A replay of a form that has committed: before looking for pending invitations, or
+        # it would find its own and re-send them.
+        replay = list(
+            Assignment.objects.filter(
+                hold__placed_by__organization=manager.organization,
+                hold__placed_by__idempotency_key=key,
+            )
+        )
+        if replay:
+            return Invited(sent=replay)
+        # Locked (in one order) before the ledger's locks, as accepting and cancelling do.
+        pending = {
+            a.email: a
+            for a in Assignment.objects.select_for_update(of=("self",))
+            .filter(
+                organization=manager.organization,
+                course=manager.course,
+                email__in=emails,
+                status=Assignment.Status.INVITED,
+            )
+            .order_by("pk")
+        }
+        resent = [reinvite(assignment=a) for a in pending.values()]
+        fresh = [email for email in emails if email not in pending]
+        if not fresh:
+            return Invited(resent=resent)
+        expires = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
         holds = ledger.holds_place_batch(
             account=_manager_account(manager),
-            quantities=[level.credit_cost] * len(emails),
-            references=[f"Invitation: {email}, {level}" for email in emails],
-            idempotency_key=f"invite:{manager.pk}:{token}",
+            quantities=[level.credit_cost] * len(fresh),
+            references=[f"Invitation: {email}, {level}"[:REFERENCE_LENGTH] for email in fresh],
+            idempotency_key=key,
             actor=manager.user,
         )
         existing = {a.hold_id: a for a in Assignment.objects.filter(hold__in=holds)}
-        if existing:  # a replay of the same form
-            return list(existing.values()), rejected
+        # The ledger replays a key it has seen; the replay check above already answers
+        # that case, so this only keeps a replay from creating a second set of rows.
+        if existing:
+            return Invited(sent=list(existing.values()), resent=resent)
         invitations = Assignment.objects.bulk_create(
             Assignment(
                 organization=manager.organization,
                 level=level,
+                course_id=level.course_id,
                 email=email,
                 manager=manager.user,
                 hold=hold,
                 expires_at=expires,
             )
-            for email, hold in zip(emails, holds, strict=True)
+            for email, hold in zip(fresh, holds, strict=True)
         )
         ids = [a.pk for a in invitations]
         transaction.on_commit(lambda: send_invitation_emails.delay(ids))
-    return invitations, rejected
+    return Invited(sent=invitations, resent=resent)
 
 
 def _locked(assignment: Assignment) -> Assignment:
@@ -190,48 +298,121 @@ def reinvite(*, assignment: Assignment) -> Assignment:
             raise AllocationRefused(
                 f"This invitation is {assignment.get_status_display().lower()}: invite again."
             )
+        assignment.replaced_tokens = [*assignment.replaced_tokens, assignment.token]
         assignment.token = uuid.uuid4()
         assignment.expires_at = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
-        assignment.save(update_fields=["token", "expires_at"])
+        assignment.save(update_fields=["token", "replaced_tokens", "expires_at"])
         transaction.on_commit(lambda: send_invitation_emails.delay([assignment.pk]))
     return assignment
 
 
-def invite_accept(*, token: uuid.UUID, user: User) -> Assignment:
-    """The learner accepts: they become a learner member, are enrolled, and the hold is
-    captured, exactly once (the row is locked; a second tab finds it accepted)."""
-    with transaction.atomic():
-        found = Assignment.objects.filter(token=token).first()
-        if found is None:
-            raise AllocationRefused(
-                "This invitation link is no longer valid: it was replaced by a newer one or "
-                "never existed. Use the latest email you received."
-            )
-        assignment = _locked(found)
-        if assignment.status == Assignment.Status.ACCEPTED and assignment.user_id == user.pk:
-            return assignment  # the same person again: already enrolled, nothing to charge
-        if assignment.status != Assignment.Status.INVITED:
-            raise AllocationRefused(
-                f"This invitation was {assignment.get_status_display().lower()}; ask your "
-                "manager for a new one."
-            )
-        if assignment.expires_at and assignment.expires_at <= timezone.now():
-            raise AllocationRefused(
-                "This invitation has expired; ask your manager to re-invite you."
-            )
-        if user.email.lower() != assignment.email:
-            raise AllocationRefused(
-                f"This invitation is for {assignment.email}; you are signed in as {user.email}."
-            )
-        ledger.hold_capture(hold=assignment.hold, actor=user)
-        Membership.objects.get_or_create(
-            user=user, organization=assignment.organization, defaults={"role": "learner"}
+def invitation_for_link(*, token: uuid.UUID, user: User | None) -> Assignment:
+    """The invitation a link names, if `user` (None: not signed in) may still accept it; or
+    InvitationDead saying which of unknown, replaced, cancelled, expired or used, or
+    InvitationNotYours. Reads only: what the page shows before anything is posted."""
+    found = (
+        Assignment.objects.select_related("level__course", "organization")
+        .filter(token=token)
+        .first()
+    )
+    if found is None:
+        raise _dead_link(token)
+    _check_open(found, user)
+    return found
+
+
+def _dead_link(token: uuid.UUID) -> InvitationDead:
+    if Assignment.objects.filter(replaced_tokens__contains=[token]).exists():
+        return InvitationDead(
+            "This invitation link is no longer valid: it was replaced by a newer one. Use the "
+            "link in the latest invitation email you received.",
+            reason="replaced",
         )
-        assignment.user = user
-        assignment.accepted_at = timezone.now()
-        assignment.accept()
-        assignment.save(update_fields=["user", "accepted_at", "status"])
-    return assignment
+    return InvitationDead(
+        "This invitation link is no longer valid: check that it is the whole link from your "
+        "invitation email.",
+        reason="unknown",
+    )
+
+
+def _check_open(assignment: Assignment, user: User | None) -> None:
+    """Refuses an invitation that can no longer be accepted, or that is someone else's. The
+    person who already accepted it passes: opening the link again is harmless."""
+    status = assignment.status
+    if status in (
+        Assignment.Status.ACCEPTED,
+        Assignment.Status.STARTED,
+        Assignment.Status.COMPLETED,
+    ):
+        if user is not None and assignment.user_id == user.pk:
+            return
+        raise InvitationDead(
+            f"This invitation was already accepted. Sign in as {assignment.email} to see your "
+            "training.",
+            reason="used",
+            sign_in=True,
+        )
+    if status == Assignment.Status.CANCELLED:
+        raise InvitationDead(
+            "This invitation was cancelled by your manager; ask them for a new one.",
+            reason="cancelled",
+        )
+    if status == Assignment.Status.EXPIRED or (
+        assignment.expires_at and assignment.expires_at <= timezone.now()
+    ):
+        raise InvitationDead(
+            "This invitation has expired; ask your manager to re-invite you.", reason="expired"
+        )
+    if user is not None and user.email.lower() != assignment.email:
+        raise InvitationNotYours(
+            f"This invitation is for {assignment.email}; you are signed in as {user.email}. "
+            "Log out, then open the link again."
+        )
+
+
+def invite_accept(*, token: uuid.UUID, user: User | None, password: str = "") -> Assignment:
+    """The learner accepts, signed in as `user` or as a new account with `password`: they
+    become a learner member, are enrolled, and the hold is captured, exactly once.
+
+    Everything happens in one transaction with the invitation row locked, after checking it
+    can still be accepted: a refusal creates nothing (no account either), and a second tab
+    waits for the first, then finds the invitation accepted. Raises InvitationDead,
+    InvitationNotYours, InvitationShort, or AccountExists (the address must sign in)."""
+    locked = None
+    try:
+        with transaction.atomic():
+            pk = Assignment.objects.filter(token=token).values_list("pk", flat=True).first()
+            if pk is None:
+                raise _dead_link(token)
+            locked = _locked(Assignment(pk=pk))
+            if locked.token != token:  # re-invited while this request waited for the row
+                raise _dead_link(token)
+            _check_open(locked, user)
+            if locked.status != Assignment.Status.INVITED:
+                return locked  # the same person again: already enrolled, nothing to charge
+            if user is None:
+                user = learner_account_create(email=locked.email, password=password)
+            ledger.hold_capture(hold=locked.hold, actor=user)
+            Membership.objects.get_or_create(
+                user=user, organization=locked.organization, defaults={"role": "learner"}
+            )
+            locked.user = user
+            locked.accepted_at = timezone.now()
+            locked.accept()
+            locked.save(update_fields=["user", "accepted_at", "status"])
+    except ledger.InsufficientCredits:
+        # The held credits' lots expired since the invitation was sent. All of the above was
+        # rolled back; the manager hears of it once a day at most, however often the learner
+        # retries.
+        if cache.add(f"training:invitation-short:{locked.pk}", True, timeout=24 * 3600):
+            assignment_id = locked.pk
+            transaction.on_commit(lambda: send_invitation_short_email.delay(assignment_id))
+        raise InvitationShort(
+            "The credits reserved for this invitation are no longer available, so it cannot "
+            "be accepted right now. Your manager has been told; once they have credits for "
+            "this course again, this same link will work. Nothing was created."
+        ) from None
+    return locked
 
 
 def invitations_expire(*, now: dt.datetime | None = None) -> int:
@@ -277,6 +458,7 @@ def manual_enroll(
             defaults={
                 "organization": organization,
                 "level": level,
+                "course_id": level.course_id,
                 "email": user.email,
                 "user": user,
                 "status": Assignment.Status.ACCEPTED,

@@ -4,11 +4,11 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import admin_required, member_required
@@ -19,16 +19,12 @@ from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
 
 from . import assignments
+from .forms import AcceptForm, AllocationForm, InviteForm, ProgressForm
+from .joining import AccountExists
 from .models import Assignment, CourseManager
 
 
-def _number(request: HttpRequest, name: str) -> int:
-    try:
-        return int(request.POST.get(name, ""))
-    except ValueError:
-        return 0
-
-
+@never_cache
 @require_GET
 @admin_required
 def allocations(request: HttpRequest) -> HttpResponse:
@@ -72,43 +68,55 @@ def allocations(request: HttpRequest) -> HttpResponse:
 def allocation_action(request: HttpRequest) -> HttpResponse:
     """Every form of the Assign credits page posts here with its `action`."""
     organization = request.organization
-    action = request.POST.get("action", "")
-    quantity = _number(request, "quantity")
+    form = AllocationForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+        return redirect("training:allocations")
+    data = form.cleaned_data
+    action, quantity = data["action"], data["quantity"]
+    # Without a token (an old page), each post is its own request.
+    key = f"ui:{data['token'] or uuid.uuid4()}"
     try:
         if action in ("allocate", "release"):
-            course = get_object_or_404(Course, pk=_number(request, "course"))
+            course = get_object_or_404(Course, pk=data["course"])
             do = assignments.course_allocate if action == "allocate" else assignments.course_release
-            do(organization=organization, course=course, quantity=quantity, actor=request.user)
-            messages.success(request, f"{quantity} credits moved for {course}.")
-        elif action == "register":
-            course = get_object_or_404(Course, pk=_number(request, "course"))
-            user = get_object_or_404(
-                User, pk=_number(request, "user"), memberships__organization=organization
+            do(
+                organization=organization,
+                course=course,
+                quantity=quantity,
+                actor=request.user,
+                key=key,
             )
+            messages.success(
+                request, f"{quantity:,} credit{pluralize(quantity)} moved for {course}."
+            )
+        elif action == "register":
+            course = get_object_or_404(Course, pk=data["course"])
+            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
             assignments.manager_register(organization=organization, course=course, user=user)
             messages.success(request, f"{user.email} now manages {course}.")
         elif action in ("assign", "take_back"):
             manager = get_object_or_404(
-                CourseManager, pk=_number(request, "manager"), organization=organization
+                CourseManager, pk=data["manager"], organization=organization
             )
             do = assignments.manager_assign if action == "assign" else assignments.manager_take_back
-            do(manager=manager, quantity=quantity, actor=request.user)
-            messages.success(request, f"{quantity} credits moved for {manager.user.email}.")
-        elif action == "enroll":
-            user = get_object_or_404(
-                User, pk=_number(request, "user"), memberships__organization=organization
+            do(manager=manager, quantity=quantity, actor=request.user, key=key)
+            messages.success(
+                request,
+                f"{quantity:,} credit{pluralize(quantity)} moved for {manager.user.email}.",
             )
-            level = get_object_or_404(Level, pk=_number(request, "level"))
+        else:  # enroll
+            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
+            level = get_object_or_404(Level, pk=data["level"])
             assignments.manual_enroll(
                 organization=organization,
                 user=user,
                 level=level,
                 actor=request.user,
-                token=request.POST.get("token", "") or str(uuid.uuid4()),
+                token=str(data["token"] or uuid.uuid4()),
             )
             messages.success(request, f"{user.email} is enrolled in {level}.")
-        else:
-            messages.error(request, "Unknown action.")
     except InsufficientCredits as short:
         # The shortfall detour: buy exactly what is missing, then come back here.
         messages.warning(request, f"{short} Nothing was moved.")
@@ -139,6 +147,7 @@ def _manager_figures(managers: list[CourseManager]) -> dict:
     }
 
 
+@never_cache
 @require_GET
 @member_required("manager", "admin")
 def my_courses(request: HttpRequest) -> HttpResponse:
@@ -162,12 +171,13 @@ def _managed(request: HttpRequest, pk: int) -> CourseManager:
     )
 
 
+@never_cache
 @require_GET
 @member_required("manager", "admin")
 def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
     manager = _managed(request, pk)
     invitations = Assignment.objects.filter(
-        organization=request.organization, manager=request.user, level__course=manager.course
+        organization=request.organization, manager=request.user, course=manager.course
     ).select_related("level")
     return render(
         request,
@@ -186,28 +196,36 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
 @member_required("manager", "admin")
 def invite(request: HttpRequest, pk: int) -> HttpResponse:
     manager = _managed(request, pk)
-    level = Level.objects.filter(pk=_number(request, "level"), course=manager.course).first()
-    if level is None:
-        messages.error(request, "Choose a level of this course.")
+    form = InviteForm(request.POST, course=manager.course)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
         return redirect("training:managed_course", manager.pk)
     try:
-        sent, rejected = assignments.invite(
+        result = assignments.invite(
             manager=manager,
-            level=level,
-            text=request.POST.get("emails", ""),
-            token=request.POST.get("token", "") or str(uuid.uuid4()),
+            level=form.cleaned_data["level"],
+            text=form.cleaned_data["emails"],
+            token=str(form.cleaned_data["token"] or uuid.uuid4()),
         )
     except InsufficientCredits as short:
         messages.error(
             request,
             f"{short} No invitation was sent: ask your admin to assign you more credits.",
         )
-    except assignments.AllocationRefused as refusal:
+    except (assignments.AllocationRefused, CreditsError) as refusal:
         messages.error(request, str(refusal))
     else:
-        if sent:
-            messages.success(request, f"Invited {len(sent)}.")
-        for row, reason in rejected:
+        if result.sent:
+            messages.success(request, f"Invited {len(result.sent)}.")
+        for invitation in result.resent:
+            messages.info(
+                request,
+                f"{invitation.email} already had a pending invitation to {invitation.level}: "
+                "it was sent again with a new link; no extra credit is held.",
+            )
+        for row, reason in result.rejected:
             messages.warning(request, f"Not invited: “{row}” ({reason}).")
     return redirect("training:managed_course", manager.pk)
 
@@ -220,7 +238,7 @@ def _my_invitation(request: HttpRequest, pk: int) -> Assignment:
 
 def _back_to_course(request: HttpRequest, invitation: Assignment) -> HttpResponse:
     manager = CourseManager.objects.filter(
-        organization=request.organization, user=request.user, course=invitation.level.course
+        organization=request.organization, user=request.user, course_id=invitation.course_id
     ).first()
     if manager is None:
         return redirect("training:my_courses")
@@ -251,42 +269,76 @@ def invitation_reinvite(request: HttpRequest, pk: int) -> HttpResponse:
     return _back_to_course(request, invitation)
 
 
+def _accept_page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    return render(request, "training/accept.html", context, status=status)
+
+
+def _refused(request: HttpRequest, refusal: Exception, status: int) -> HttpResponse:
+    """A page that says why the link cannot be used, and nothing to fill in."""
+    sign_in = getattr(refusal, "sign_in", False) and not request.user.is_authenticated
+    context = {"refusal": str(refusal), "sign_in": sign_in}
+    return _accept_page(request, context, status)
+
+
+def _refusal_status(refusal: assignments.AllocationRefused) -> int:
+    if isinstance(refusal, assignments.InvitationNotYours):
+        return 403
+    if isinstance(refusal, assignments.InvitationDead) and refusal.reason != "used":
+        return 410  # the link is gone for good
+    return 409
+
+
+def _login_first(request: HttpRequest) -> HttpResponse:
+    return redirect(f"{reverse('login')}?next={request.path}")
+
+
 @require_http_methods(["GET", "POST"])
 def accept(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
-    """The invitation link. Refusals (used, cancelled, expired, replaced, another address)
-    get a page that says which, never a second charge."""
-    invitation = Assignment.objects.filter(token=token).select_related("level__course").first()
-    context = {"invitation": invitation, "errors": []}
-    if invitation is None:
-        context["refusal"] = (
-            "This invitation link is no longer valid: it was replaced by a newer one or never "
-            "existed. Use the latest email you received."
+    """The invitation link. A link that can no longer be used (replaced, cancelled, expired,
+    already used, someone else's) gets a page that says which and asks for nothing; accepting
+    creates the account, the membership and the charge together or not at all."""
+    user = request.user if request.user.is_authenticated else None
+    try:
+        invitation = assignments.invitation_for_link(token=token, user=user)
+    except assignments.AllocationRefused as refusal:
+        return _refused(request, refusal, _refusal_status(refusal))
+    if invitation.status != Assignment.Status.INVITED:  # this very user accepted it already
+        messages.info(request, f"You are already enrolled in {invitation.level}.")
+        return _enrolled(request, invitation)
+    has_account = user is None and User.objects.filter(email__iexact=invitation.email).exists()
+    form = AcceptForm(
+        request.POST if request.method == "POST" else None,
+        email=invitation.email,
+        needs_password=user is None and not has_account,
+    )
+    context = {"invitation": invitation, "has_account": has_account, "form": form}
+    if request.method == "GET":
+        return _accept_page(request, context)
+    if has_account:
+        return _login_first(request)
+    if not form.is_valid():
+        return _accept_page(request, context, status=400)
+    try:
+        accepted = assignments.invite_accept(
+            token=token, user=user, password=form.cleaned_data["password"]
         )
-        return render(request, "training/accept.html", context, status=410)
-    if request.method == "POST":
-        user = request.user if request.user.is_authenticated else None
-        if user is None:
-            if User.objects.filter(email__iexact=invitation.email).exists():
-                return redirect(f"{reverse('login')}?next={request.path}")
-            password = request.POST.get("password", "")
-            try:
-                validate_password(password, User(email=invitation.email))
-            except ValidationError as error:
-                context["errors"] = error.messages
-                return render(request, "training/accept.html", context, status=400)
-            user = User.objects.create_user(email=invitation.email, password=password)
-        try:
-            accepted = assignments.invite_accept(token=token, user=user)
-        except assignments.AllocationRefused as refusal:
-            context["refusal"] = str(refusal)
-            return render(request, "training/accept.html", context, status=409)
-        if not request.user.is_authenticated:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        request.session["organization_id"] = accepted.organization_id
-        messages.success(request, f"You are enrolled in {accepted.level}.")
-        return redirect("training:my_training")
-    context["has_account"] = User.objects.filter(email__iexact=invitation.email).exists()
-    return render(request, "training/accept.html", context)
+    except AccountExists:
+        # Created a moment ago (another tab, another invitation): it signs in, then accepts.
+        messages.info(request, f"{invitation.email} has an account now: log in to accept.")
+        return _login_first(request)
+    except assignments.AllocationRefused as refusal:  # InvitationShort among them
+        return _refused(request, refusal, _refusal_status(refusal))
+    except CreditsError as refusal:
+        return _refused(request, refusal, 409)
+    if user is None:
+        login(request, accepted.user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, f"You are enrolled in {accepted.level}.")
+    return _enrolled(request, accepted)
+
+
+def _enrolled(request: HttpRequest, invitation: Assignment) -> HttpResponse:
+    request.session["organization_id"] = invitation.organization_id
+    return redirect("training:my_training")
 
 
 @require_POST
@@ -295,7 +347,11 @@ def assignment_progress(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(
         Assignment, pk=pk, organization=request.organization, user=request.user
     )
-    progress = _number(request, "progress")
+    form = ProgressForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how far you are (0 to 100%).")
+        return redirect("training:my_training")
+    progress = form.cleaned_data["progress"]
     if item.status == Assignment.Status.ACCEPTED:
         item.start()
     if item.status == Assignment.Status.STARTED and progress:

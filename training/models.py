@@ -1,6 +1,8 @@
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django_fsm import FSMField, transition
 
@@ -43,7 +45,8 @@ class TrainingPlan(models.Model):
 
 
 class PlanItem(models.Model):
-    """A course level in a plan; every participant is enrolled in every item."""
+    """A course level in a plan with its seats: the cart line it came from. People fill the
+    seats through ItemAssignment; an item never has more people than seats."""
 
     plan = models.ForeignKey(TrainingPlan, on_delete=models.CASCADE, related_name="items")
     level = models.ForeignKey("catalog.Level", on_delete=models.PROTECT, related_name="+")
@@ -76,6 +79,34 @@ class Participant(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class ItemAssignment(models.Model):
+    """One participant in one seat of a plan item. Confirm users charges (or holds) exactly
+    the assignments not confirmed yet, so what the plan page shows is what it takes."""
+
+    item = models.ForeignKey(PlanItem, on_delete=models.CASCADE, related_name="assignments")
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="assignments"
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["item_id", "participant_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "participant"], name="item_assignment_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["item"],
+                condition=models.Q(confirmed_at__isnull=True),
+                name="item_assignment_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.participant} in {self.item}"
 
 
 class Enrollment(models.Model):
@@ -133,6 +164,66 @@ class Enrollment(models.Model):
         pass
 
 
+class LevelChange(models.Model):
+    """Support moved an enrollment to another level of its course, and what that did to the
+    credits. Its id keys the ledger transactions it caused (`level-change:<id>:...`), so no
+    two changes share a key, however often an enrollment goes back and forth."""
+
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.PROTECT, related_name="level_changes"
+    )
+    from_level = models.ForeignKey("catalog.Level", on_delete=models.PROTECT, related_name="+")
+    to_level = models.ForeignKey("catalog.Level", on_delete=models.PROTECT, related_name="+")
+    from_cost = models.PositiveIntegerField()
+    to_cost = models.PositiveIntegerField()
+    # Signed: + charged from the pool, - given back to it. Zero while the credits are only
+    # held (the hold is replaced instead).
+    credits_moved = models.IntegerField(default=0)
+    # Part of a cheaper level's difference that did not come back: its lots expired or were
+    # revoked since, or it had been billed as overage.
+    credits_not_returned = models.PositiveIntegerField(default=0)
+    reason = models.TextField()
+    staff = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # What it did in the ledger; all empty when the levels cost the same.
+    charge = models.ForeignKey(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The redemption of the difference (a dearer level, credits already charged).",
+    )
+    released = models.ForeignKey(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The release of the old hold (credits still held).",
+    )
+    hold = models.ForeignKey(
+        "credits.Hold",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The new hold of the new cost (credits still held).",
+    )
+    # A cheaper level may give back from several earlier charges (newest first).
+    reversals = models.ManyToManyField("credits.LedgerTransaction", blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.enrollment}: {self.from_level} → {self.to_level}"
+
+    @property
+    def cost_difference(self) -> int:
+        return self.to_cost - self.from_cost
+
+
 class CourseManager(models.Model):
     """A member registered as manager of a course (seed 001): they get a share of the
     course's credits and invite learners with it."""
@@ -172,6 +263,9 @@ class Assignment(models.Model):
         "accounts.Organization", on_delete=models.PROTECT, related_name="+"
     )
     level = models.ForeignKey("catalog.Level", on_delete=models.PROTECT, related_name="+")
+    # The level's course, copied onto the row so that the database itself can refuse a
+    # second pending invitation of one address to one course (constraint below).
+    course = models.ForeignKey("catalog.Course", on_delete=models.PROTECT, related_name="+")
     email = models.EmailField()
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -181,6 +275,9 @@ class Assignment(models.Model):
     )
     # A re-invite issues a new token: the old link dies.
     token = models.UUIDField(default=uuid.uuid4, unique=True)
+    # The links re-invites killed, so that opening one can say "replaced by a newer email"
+    # instead of "unknown link".
+    replaced_tokens = ArrayField(models.UUIDField(), default=list, blank=True)
     status = FSMField(default=Status.INVITED, choices=Status.choices)
     progress = models.PositiveSmallIntegerField(default=0)
     hold = models.OneToOneField(
@@ -199,9 +296,26 @@ class Assignment(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One pending invitation per address and course: inviting again re-sends it
+            # (training.assignments.invite), so one person never ties up two holds.
+            models.UniqueConstraint(
+                fields=["organization", "course", "email"],
+                condition=models.Q(status="invited"),
+                name="assignment_pending_once",
+            )
+        ]
+        indexes = [GinIndex(fields=["replaced_tokens"], name="assignment_replaced_tokens")]
 
     def __str__(self) -> str:
         return f"{self.email} in {self.level} ({self.status})"
+
+    def save(self, *args, **kwargs) -> None:
+        # The services set the course themselves; this covers any other creator (shell,
+        # fixtures), which would otherwise fail on the NOT NULL column.
+        if self.course_id is None and self.level_id is not None:
+            self.course_id = self.level.course_id
+        super().save(*args, **kwargs)
 
     @transition(field=status, source=Status.INVITED, target=Status.ACCEPTED)
     def accept(self) -> None:

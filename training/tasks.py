@@ -46,6 +46,31 @@ def send_invitation_emails(assignment_ids: list[int]) -> int:
 
 
 @shared_task
+def send_invitation_short_email(assignment_id: int) -> int:
+    """A learner could not accept: the credits held for their invitation expired. Their
+    manager is the one who can fix it (more credits, or cancel the invitation)."""
+    invitation = (
+        Assignment.objects.filter(pk=assignment_id, manager__isnull=False)
+        .select_related("level__course", "manager")
+        .first()
+    )
+    if invitation is None:
+        return 0
+    course = invitation.level.course
+    send_mail(
+        f"Invitation to {course}: credits needed",
+        f"{invitation.email} tried to accept your invitation to {invitation.level}, but the "
+        "credits held for it have expired, so nothing was enrolled.\n"
+        f"Ask your admin to assign you credits for {course}: the learner's link then works "
+        "again. Or cancel the invitation from My courses: "
+        f"{settings.SITE_URL}{reverse('training:my_courses')}",
+        None,
+        [invitation.manager.email],
+    )
+    return 1
+
+
+@shared_task
 def expire_invitations() -> int:
     # Imported here: the services module enqueues this module's tasks.
     from .assignments import invitations_expire

@@ -13,6 +13,12 @@ urlpatterns = [
         views.participant_remove,
         name="participant_remove",
     ),
+    path("plans/<int:pk>/items/<int:item_id>/seats/", views.item_seats, name="item_seats"),
+    path(
+        "plans/<int:pk>/items/<int:item_id>/assignment/",
+        views.assignment_toggle,
+        name="assignment_toggle",
+    ),
     path("plans/<int:pk>/confirm/", views.confirm, name="confirm"),
     path("plans/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("my/", views.my_training, name="my_training"),

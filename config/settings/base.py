@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
     "accounts.middleware.CurrentOrganizationMiddleware",
+    # Last, so that its process_exception sees a view's refusal first (config/errors.py).
+    "config.errors.RefusalMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -5,7 +5,9 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.accounts.factories import UserFactory
+from accounts.models import Membership
+from tests.accounts.factories import OrganizationFactory, UserFactory
+from tests.support.admin_forms import post_change
 
 pytestmark = pytest.mark.django_db
 
@@ -38,3 +40,68 @@ def test_organization_members_cannot_enter_the_admin(admin_client):
     response = admin_client.get(reverse("admin:index"))
     assert response.status_code == 302
     assert reverse("admin:login") in response["Location"]
+
+
+# --- Who a membership joins is fixed once it exists ----------------------------------------
+
+
+def test_support_adds_a_membership_and_afterwards_changes_only_its_role(
+    support_client, organization, other_organization
+):
+    person, someone_else = UserFactory(email="new@acme.test"), UserFactory()
+    added = support_client.post(
+        reverse("admin:accounts_membership_add"),
+        {"user": person.pk, "organization": organization.pk, "role": Membership.Role.LEARNER},
+    )
+    assert added.status_code == 302
+    membership = Membership.objects.get(user=person)
+
+    response = post_change(
+        support_client,
+        membership,
+        user=someone_else.pk,
+        organization=other_organization.pk,
+        role=Membership.Role.ADMIN,
+    )
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert (membership.user, membership.organization, membership.role) == (
+        person,
+        organization,
+        Membership.Role.ADMIN,
+    )
+
+
+def test_a_membership_row_on_the_user_page_keeps_its_organization_while_new_rows_are_free(
+    support_client, admin, organization, other_organization
+):
+    initech = OrganizationFactory(name="Initech", slug="initech")
+    response = post_change(
+        support_client,
+        admin,
+        **{
+            "memberships-0-organization": other_organization.pk,
+            "memberships-TOTAL_FORMS": 2,
+            "memberships-1-organization": initech.pk,
+            "memberships-1-role": Membership.Role.LEARNER,
+        },
+    )
+    assert response.status_code == 302
+    assert set(admin.memberships.values_list("organization__slug", "role")) == {
+        ("acme", Membership.Role.ADMIN),
+        ("initech", Membership.Role.LEARNER),
+    }
+
+
+def test_a_membership_row_on_the_organization_page_keeps_its_user(
+    support_client, admin, organization, outsider
+):
+    response = post_change(
+        support_client,
+        organization,
+        **{"memberships-0-user": outsider.pk, "memberships-0-role": Membership.Role.MANAGER},
+    )
+    assert response.status_code == 302
+    membership = organization.memberships.get()
+    assert (membership.user, membership.role) == (admin, Membership.Role.MANAGER)
+    assert not outsider.memberships.filter(organization=organization).exists()

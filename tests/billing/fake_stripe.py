@@ -8,6 +8,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
+# Stripe's largest single charge in USD-like currencies; above it Stripe answers 400.
+MAX_AMOUNT_MINOR = 99_999_999
+
 
 @dataclass
 class Call:
@@ -35,8 +38,19 @@ class FakeStripe(stripe.HTTPClient):
         params = dict(parse_qsl(post_data or parts.query or ""))
         call = Call(method.upper(), parts.path, dict(headers or {}), params)
         self.calls.append(call)
-        body = self._answer(call)
-        return json.dumps(body), 200, {"Request-Id": f"req_{next(self._ids)}"}
+        status, body = self._refusal(call) or (200, self._answer(call))
+        return json.dumps(body), status, {"Request-Id": f"req_{next(self._ids)}"}
+
+    def _refusal(self, call: Call) -> tuple[int, dict] | None:
+        for param in ("line_items[0][price_data][unit_amount]", "amount"):
+            if int(call.params.get(param) or 0) > MAX_AMOUNT_MINOR:
+                error = {
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "message": "Amount must be no more than $999,999.99",
+                }
+                return 400, {"error": error}
+        return None
 
     def _answer(self, call: Call) -> dict:
         if call.path == "/v1/customers":

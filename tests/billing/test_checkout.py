@@ -29,7 +29,7 @@ def test_live_quote_is_an_htmx_partial(admin_client, prices):
     )
     body = response.content.decode()
     assert "<h1>" not in body
-    assert "2,600 credits at $9.50 each (5.0% off): <strong>$24,700.00</strong>" in body
+    assert "2,600 credits at $9.50 each (5% off): <strong>$24,700.00</strong>" in body
 
 
 def test_only_local_paths_are_kept_as_next(admin_client, prices):

@@ -24,7 +24,8 @@ def assert_audit_clean():
 
 def test_catalog_to_cart_short_buy_back_checkout_plan_confirm(live_server, page: Page, settings):
     settings.DEBUG, settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET = True, "", ""
-    call_command("seed_demo")  # Acme Corp has 830 credits
+    # Acme Corp has 830 credits, 30 of them earmarked for a course: 800 available to plans.
+    call_command("seed_demo")
     log_in(page, live_server.url, "admin@acme.example", DEMO_PASSWORD)
 
     page.goto(live_server.url + "/catalog/")
@@ -39,11 +40,11 @@ def test_catalog_to_cart_short_buy_back_checkout_plan_confirm(live_server, page:
     expect(page.get_by_test_id("cart-badge")).to_have_text("900")  # no reload needed
 
     page.get_by_role("link", name=re.compile("^Cart")).click()
-    expect(page.get_by_test_id("shortfall")).to_contain_text("70 more than you have")
-    page.get_by_role("button", name="Buy the 70 missing credits").click()
-    page.get_by_role("button", name="Buy 70 credits").click()
+    expect(page.get_by_test_id("shortfall")).to_contain_text("100 more than you have")
+    page.get_by_role("button", name="Buy the 100 missing credits").click()
+    page.get_by_role("button", name="Buy 100 credits").click()
     page.get_by_role("button", name="Pay (simulated)").click()
-    expect(page.get_by_test_id("purchase-paid")).to_contain_text("70 credits added")
+    expect(page.get_by_test_id("purchase-paid")).to_contain_text("100 credits added")
     page.get_by_role("button", name="Continue where you were").click()
     expect(page).to_have_url(re.compile(r"/catalog/cart/$"))
 

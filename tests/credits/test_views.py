@@ -7,6 +7,7 @@ import time_machine
 from django.urls import reverse
 
 from credits import services
+from tests.accounts.factories import UserFactory
 from tests.credits.factories import grant, hold, redeem
 
 pytestmark = pytest.mark.django_db
@@ -116,3 +117,49 @@ def test_an_outsider_sees_only_their_own_organization(
     assert "globex-invoice" in page and "acme-secret-invoice" not in page
     csv_body = b"".join(outsider_client.get(reverse("credits:history_csv")).streaming_content)
     assert b"acme-secret-invoice" not in csv_body
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_and_numbers_stay_numbers(
+    admin_client, organization, pool
+):
+    grant(organization, 10, reference='=HYPERLINK("http://x","y")')
+    redeem(pool, 5, reference="+cmd|' /C calc'!A0")
+    grant(organization, 1, reference="-2+3")
+    grant(organization, 1, reference="\t=1+1")
+    grant(organization, 1, reference="\r=1+1")
+    staff = UserFactory(email="support@cac.test", is_staff=True)
+    services.credits_adjust(
+        account=pool, quantity=-2, reason="@SUM(A1:A9)", actor=staff, idempotency_key="adj-1"
+    )
+    response = admin_client.get(reverse("credits:history_csv"))
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r[2], r[4], r[7]) for r in rows[1:]] == [
+        ('\'=HYPERLINK("http://x","y")', "10", ""),
+        ("'+cmd|' /C calc'!A0", "-5", ""),
+        ("'-2+3", "1", ""),
+        ("'\t=1+1", "1", ""),
+        ("'\r=1+1", "1", ""),
+        ("support adjustment", "-2", "'@SUM(A1:A9)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("+1", "'+1"),
+        ("-5", "'-5"),
+        ("@A1", "'@A1"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("Plan: =1", "Plan: =1"),
+        ("", ""),
+        (-5, -5),
+        (0, 0),
+        (None, None),
+    ],
+)
+def test_neutralise_quotes_only_text_that_starts_like_a_formula(value, cell):
+    from config.csv_cells import neutralise
+
+    assert neutralise(value) == cell

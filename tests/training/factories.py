@@ -1,4 +1,5 @@
 import datetime as dt
+import uuid
 
 from django.utils import timezone
 
@@ -19,3 +20,10 @@ def plan_with(organization, creator, *, emails=(), costs=(1,), start=None) -> Tr
     if emails:
         participants_add(plan=plan, rows=list(emails))
     return plan
+
+
+def confirm_form(plan: TrainingPlan) -> dict:
+    """What the plan page's Confirm users form posts: a fresh token and the seats it shows."""
+    from training.services import plan_cost
+
+    return {"token": str(uuid.uuid4()), "snapshot": plan_cost(plan=plan).snapshot}

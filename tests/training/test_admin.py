@@ -8,10 +8,11 @@ from django.utils import timezone
 
 from credits import selectors
 from tests.accounts.factories import UserFactory
-from tests.catalog.factories import LevelFactory
+from tests.catalog.factories import CourseFactory, LevelFactory
 from tests.credits.factories import grant
+from tests.support.admin_forms import post_change
 from tests.training.factories import plan_with
-from training.models import Enrollment
+from training.models import CourseManager, Enrollment
 from training.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +69,71 @@ def test_after_7_days_the_admin_says_it_is_too_late(support, organization, enrol
         response = change(support, enrollment, other)
     assert b"this one is too late" in response.content
     assert selectors.organization_balance(organization=organization).total == 9
+
+
+# --- Who a row belongs to is fixed once it exists ------------------------------------------
+
+
+@pytest.fixture
+def globex_plan(other_organization, outsider):
+    return plan_with(other_organization, outsider, emails=[outsider.email])
+
+
+def test_a_saved_plan_keeps_its_organization(support, organization, other_organization, admin):
+    plan = plan_with(organization, admin, emails=["a@acme.test"])
+    response = post_change(support, plan, organization=other_organization.pk, name="Renamed")
+    assert response.status_code == 302
+    plan.refresh_from_db()
+    assert (plan.organization, plan.name) == (organization, "Renamed")
+
+
+def test_a_saved_plan_item_keeps_its_plan(support, organization, admin, globex_plan):
+    plan = plan_with(organization, admin)
+    item = plan.items.get()
+    response = post_change(support, item, plan=globex_plan.pk, seats=4)
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert (item.plan, item.seats) == (plan, 4)
+
+
+def test_a_saved_participant_keeps_its_plan_and_user(
+    support, organization, admin, learner, outsider, globex_plan
+):
+    plan = plan_with(organization, admin, emails=[learner.email])
+    participant = plan.participants.get()
+    assert participant.user == learner
+    response = post_change(
+        support, participant, plan=globex_plan.pk, user=outsider.pk, email="b@acme.test"
+    )
+    assert response.status_code == 302
+    participant.refresh_from_db()
+    assert (participant.plan, participant.user, participant.email) == (
+        plan,
+        learner,
+        "b@acme.test",
+    )
+    assert list(globex_plan.participants.values_list("email", flat=True)) == [outsider.email]
+
+
+def test_support_names_a_course_manager_on_add_and_cannot_move_it_afterwards(
+    support, organization, other_organization, manager, outsider
+):
+    course, other_course = CourseFactory(), CourseFactory()
+    added = support.post(
+        reverse("admin:training_coursemanager_add"),
+        {"organization": organization.pk, "course": course.pk, "user": manager.pk},
+    )
+    assert added.status_code == 302
+    row = CourseManager.objects.get()
+    assert (row.organization, row.course, row.user) == (organization, course, manager)
+
+    response = post_change(
+        support,
+        row,
+        organization=other_organization.pk,
+        course=other_course.pk,
+        user=outsider.pk,
+    )
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert (row.organization, row.course, row.user) == (organization, course, manager)

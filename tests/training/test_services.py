@@ -28,7 +28,8 @@ def balance(organization):
 
 
 def confirm(plan, user, token=None):
-    return services.plan_confirm(plan=plan, user=user, token=token or str(uuid.uuid4()))
+    """How many people one click confirmed."""
+    return services.plan_confirm(plan=plan, user=user, token=token or str(uuid.uuid4())).people
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +57,14 @@ def test_confirm_redeems_people_times_items_and_emails_them(
 def test_a_double_click_or_retry_charges_once_and_a_second_tab_charges_nothing(organization, admin):
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test"])
+    seen = services.plan_cost(plan=plan).snapshot
     token = str(uuid.uuid4())
-    assert confirm(plan, admin, token) == 2
-    assert confirm(plan, admin, token) == 0  # the same click again
-    assert confirm(plan, admin) == 0  # another tab, another token
+    first = services.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
+    again = services.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
+    assert (first.people, first.replayed) == (2, False)
+    assert (again.people, again.credits, again.replayed) == (2, 2, True)  # the same click
+    with pytest.raises(services.PlanChanged, match="already confirmed"):  # another tab
+        services.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen)
     assert balance(organization).total == 8
     assert LedgerTransaction.objects.filter(kind="redeem").count() == 1
 
@@ -69,7 +74,7 @@ def test_people_added_after_confirmation_are_confirmed_alone_by_the_next_click(o
     plan = plan_with(organization, admin, emails=["a@acme.test"])
     confirm(plan, admin)
     services.participants_add(plan=plan, rows=["late@acme.test"])
-    assert services.plan_cost(plan=plan)["total"] == 1
+    assert services.plan_cost(plan=plan).total == 1
     assert confirm(plan, admin) == 1
     assert balance(organization).total == 8
 
@@ -187,8 +192,10 @@ def test_support_changes_a_level_within_7_days_and_the_difference_is_settled(org
         enrollment=enrollment, level=harder, staff=staff, reason="placement test"
     )
     assert balance(organization).total == 7
-    adjust = LedgerTransaction.objects.get(kind="adjust")
-    assert adjust.actor == staff and "placement test" in adjust.memo
+    change = enrollment.level_changes.get()
+    assert (change.staff, change.reason, change.credits_moved) == (staff, "placement test", 2)
+    charge = LedgerTransaction.objects.get(kind="redeem", idempotency_key__startswith="level-")
+    assert (charge, charge.actor, charge.quantity) == (change.charge, staff, 2)
 
 
 def test_a_level_change_after_7_days_is_refused(organization, admin):

@@ -1,11 +1,9 @@
-import uuid
-
 import pytest
 from django.urls import reverse
 
 from credits import selectors
 from tests.credits.factories import grant
-from tests.training.factories import plan_with
+from tests.training.factories import confirm_form, plan_with
 from training.models import Enrollment
 from training.services import plan_confirm
 
@@ -19,9 +17,9 @@ def test_confirm_short_sends_the_admin_to_buy_the_exact_shortfall_and_back(
     plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test", "c@acme.test"])
     url = reverse("training:confirm", args=[plan.pk])
     plan_url = reverse("training:plan", args=[plan.pk])
-    response = admin_client.post(url, {"token": str(uuid.uuid4())}, headers={"HX-Request": "true"})
+    response = admin_client.post(url, confirm_form(plan), headers={"HX-Request": "true"})
     assert response["HX-Redirect"] == f"/billing/add-credits/?need=2&next={plan_url}"
-    plain = admin_client.post(url, {"token": str(uuid.uuid4())})
+    plain = admin_client.post(url, confirm_form(plan))
     assert plain["Location"] == f"/billing/add-credits/?need=2&next={plan_url}"
     assert selectors.organization_balance(organization=organization).total == 1
 
@@ -32,10 +30,10 @@ def test_plan_page_shows_cost_against_balance_and_confirms_over_htmx(
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test"], costs=(2,))
     page = admin_client.get(reverse("training:plan", args=[plan.pk])).content.decode()
-    assert "1 person to confirm \u00d7 2 credits each = <strong>2</strong> credits" in page
+    assert "1 person to confirm, in seats worth <strong>2</strong> credits." in page
     body = admin_client.post(
         reverse("training:confirm", args=[plan.pk]),
-        {"token": str(uuid.uuid4())},
+        confirm_form(plan),
         headers={"HX-Request": "true", "HX-Target": "plan-body"},
     ).content.decode()
     assert "1 person confirmed; they are getting their email." in body

@@ -1,0 +1,21 @@
+import pytest
+
+from catalog.models import CartLine
+from tests.accounts.factories import UserFactory
+from tests.catalog.factories import LevelFactory
+from tests.support.admin_forms import post_change
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_saved_cart_line_keeps_its_organization_and_user(
+    client, organization, other_organization, admin, outsider
+):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    line = CartLine.objects.create(organization=organization, user=admin, level=LevelFactory())
+    response = post_change(
+        client, line, organization=other_organization.pk, user=outsider.pk, seats=3
+    )
+    assert response.status_code == 302
+    line.refresh_from_db()
+    assert (line.organization, line.user, line.seats) == (organization, admin, 3)
