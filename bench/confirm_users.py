@@ -10,8 +10,8 @@ from django.utils import timezone
 from accounts.models import Membership, Organization, User
 from catalog.models import Course, Level
 from credits import services as ledger
-from training import services
 from training.models import PlanItem, TrainingPlan
+from training.plans import services as plans
 
 from .support import report
 
@@ -28,7 +28,7 @@ def _plan(organization: Organization, admin: User, people: int) -> TrainingPlan:
         created_by=admin,
     )
     PlanItem.objects.create(plan=plan, level=level)
-    services.participants_add(
+    plans.participants_add(
         plan=plan, rows=[f"p{n}-{uuid.uuid4().hex[:6]}@bench.test" for n in range(people)]
     )
     return plan
@@ -53,7 +53,7 @@ def run() -> None:
         plan = _plan(organization, admin, people)
         with CaptureQueriesContext(connection) as captured:
             started = time.perf_counter()
-            services.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
+            plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
             seconds = time.perf_counter() - started
         report(
             bench="confirm_users",

@@ -6,7 +6,6 @@ from catalog.models import Level
 from config.admin import OwnerFixedAdmin, ReadOnlyAdmin
 from credits.services import CreditsError
 
-from . import services
 from .models import (
     Assignment,
     CourseManager,
@@ -17,6 +16,8 @@ from .models import (
     PlanItem,
     TrainingPlan,
 )
+from .plans import level_changes
+from .plans.services import PlanRefused
 
 
 class PlanItemInline(admin.TabularInline):
@@ -127,7 +128,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
         form.fields["level"].current_cost = enrollment.cost
         if "apply" in request.POST and form.is_valid():
             try:
-                change = services.enrollment_change_level(
+                change = level_changes.enrollment_change_level(
                     enrollment=enrollment,
                     level=form.cleaned_data["level"],
                     staff=request.user,
@@ -135,7 +136,7 @@ class EnrollmentAdmin(admin.ModelAdmin):
                 )
             # The service turns the ledger's refusals into PlanRefused; any that slips
             # through is still a message here, never an error page.
-            except (services.PlanRefused, CreditsError) as refusal:
+            except (PlanRefused, CreditsError) as refusal:
                 self.message_user(request, str(refusal), messages.ERROR)
             else:
                 self.message_user(

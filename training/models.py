@@ -298,7 +298,7 @@ class Assignment(models.Model):
         ordering = ["-created_at"]
         constraints = [
             # One pending invitation per address and course: inviting again re-sends it
-            # (training.assignments.invite), so one person never ties up two holds.
+            # (training.invitations.services.invite), so one person never ties up two holds.
             models.UniqueConstraint(
                 fields=["organization", "course", "email"],
                 condition=models.Q(status="invited"),

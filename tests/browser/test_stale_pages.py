@@ -14,7 +14,7 @@ from credits import selectors
 from credits.audit import ledger_audit
 from tests.browser.conftest import log_in
 from training.models import Enrollment, TrainingPlan
-from training.services import participants_add
+from training.plans.services import participants_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

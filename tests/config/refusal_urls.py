@@ -3,7 +3,7 @@
 from django.urls import include, path
 
 from credits.services import InsufficientCredits
-from training.services import PlanRefused
+from training.plans.services import PlanRefused
 
 
 def refuse(request):

@@ -12,7 +12,8 @@ from tests.billing.factories import PurchaseFactory
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.training.factories import plan_with
-from training import assignments
+from training.allocations import services as allocations
+from training.invitations import services as invitations
 from training.models import CourseManager, Enrollment
 
 # The simulated checkout exists only with DEBUG on and no Stripe key.
@@ -105,13 +106,13 @@ def invitation_of(org, accepted_by_admin=False):
     manager = course_manager_of(org)
     level = LevelFactory(course=manager.course)
     grant(org, 5)
-    assignments.course_allocate(organization=org, course=manager.course, quantity=2, actor=None)
-    assignments.manager_assign(manager=manager, quantity=2, actor=None)
-    (invitation,), _ = assignments.invite(
+    allocations.course_allocate(organization=org, course=manager.course, quantity=2, actor=None)
+    allocations.manager_assign(manager=manager, quantity=2, actor=None)
+    (invitation,), _ = invitations.invite(
         manager=manager, level=level, text=manager.user.email, token=str(uuid.uuid4())
     )
     if accepted_by_admin:
-        assignments.invite_accept(token=invitation.token, user=manager.user)
+        invitations.invite_accept(token=invitation.token, user=manager.user)
     return invitation
 
 

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from tests.catalog.factories import LevelFactory
 from training.models import PlanItem, TrainingPlan
-from training.services import participants_add
+from training.plans.services import participants_add
 
 
 def plan_with(organization, creator, *, emails=(), costs=(1,), start=None) -> TrainingPlan:
@@ -24,6 +24,6 @@ def plan_with(organization, creator, *, emails=(), costs=(1,), start=None) -> Tr
 
 def confirm_form(plan: TrainingPlan) -> dict:
     """What the plan page's Confirm users form posts: a fresh token and the seats it shows."""
-    from training.services import plan_cost
+    from training.plans.services import plan_cost
 
     return {"token": str(uuid.uuid4()), "snapshot": plan_cost(plan=plan).snapshot}

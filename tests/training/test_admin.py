@@ -13,7 +13,7 @@ from tests.credits.factories import grant
 from tests.support.admin_forms import post_change
 from tests.training.factories import plan_with
 from training.models import CourseManager, Enrollment
-from training.services import plan_confirm
+from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
 

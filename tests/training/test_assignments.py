@@ -18,7 +18,8 @@ from tests.accounts.factories import UserFactory, member
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.support.threads import run_threads
-from training import assignments
+from training.allocations import services as allocations
+from training.invitations import services as invitations
 from training.models import Assignment
 
 
@@ -27,18 +28,18 @@ def course_setup(organization, admin, manager):
     grant(organization, 20)
     level = LevelFactory(credit_cost=1)
     course = level.course
-    assignments.course_allocate(organization=organization, course=course, quantity=10, actor=admin)
-    managed = assignments.manager_register(organization=organization, course=course, user=manager)
-    assignments.manager_assign(manager=managed, quantity=5, actor=admin)
+    allocations.course_allocate(organization=organization, course=course, quantity=10, actor=admin)
+    managed = allocations.manager_register(organization=organization, course=course, user=manager)
+    allocations.manager_assign(manager=managed, quantity=5, actor=admin)
     return managed, level
 
 
 def figures(managed):
-    return assignments.figures(account=assignments._manager_account(managed))
+    return allocations.figures(account=allocations.manager_account_of(managed))
 
 
 def invite(managed, level, text):
-    return assignments.invite(manager=managed, level=level, text=text, token=str(uuid.uuid4()))
+    return invitations.invite(manager=managed, level=level, text=text, token=str(uuid.uuid4()))
 
 
 @pytest.fixture(autouse=True)
@@ -55,14 +56,14 @@ pytestmark = pytest.mark.django_db
 def test_allocation_pool_to_course_to_manager_and_back(organization, admin, course_setup):
     managed, _ = course_setup
     course = ledger.course_account(organization=organization, course=managed.course)
-    assert assignments.figures(account=course).available == 5
+    assert allocations.figures(account=course).available == 5
     assert figures(managed).available == 5
-    assignments.manager_take_back(manager=managed, quantity=2, actor=admin)
-    assignments.course_release(
+    allocations.manager_take_back(manager=managed, quantity=2, actor=admin)
+    allocations.course_release(
         organization=organization, course=managed.course, quantity=7, actor=admin
     )
     pool = ledger.pool_account(organization=organization)
-    assert assignments.figures(account=pool).available == 17
+    assert allocations.figures(account=pool).available == 17
 
 
 def test_assigning_to_managers_is_refused_while_the_course_has_nothing(
@@ -70,11 +71,11 @@ def test_assigning_to_managers_is_refused_while_the_course_has_nothing(
 ):
     grant(organization, 5)
     level = LevelFactory()
-    managed = assignments.manager_register(
+    managed = allocations.manager_register(
         organization=organization, course=level.course, user=manager
     )
-    with pytest.raises(assignments.AllocationRefused, match="allocate credits from your pool"):
-        assignments.manager_assign(manager=managed, quantity=1, actor=admin)
+    with pytest.raises(allocations.AllocationRefused, match="allocate credits from your pool"):
+        allocations.manager_assign(manager=managed, quantity=1, actor=admin)
 
 
 def test_the_seed_001_journey_figures(course_setup, django_capture_on_commit_callbacks):
@@ -84,13 +85,13 @@ def test_the_seed_001_journey_figures(course_setup, django_capture_on_commit_cal
     assert rejected == [("nope", "not an email address")]
     assert (figures(managed).available, figures(managed).held) == (2, 3)
     a, b, c = sorted(sent, key=lambda s: s.email)
-    assignments.invite_cancel(assignment=a, actor=managed.user)
+    invitations.invite_cancel(assignment=a, actor=managed.user)
     old_token = b.token
-    b = assignments.reinvite(assignment=b)
-    with pytest.raises(assignments.AllocationRefused, match="no longer valid"):
-        assignments.invite_accept(token=old_token, user=UserFactory(email="b@x.test"))
+    b = invitations.reinvite(assignment=b)
+    with pytest.raises(invitations.InvitationRefused, match="no longer valid"):
+        invitations.invite_accept(token=old_token, user=UserFactory(email="b@x.test"))
     learner = UserFactory(email="c@x.test")
-    assignments.invite_accept(token=c.token, user=learner)
+    invitations.invite_accept(token=c.token, user=learner)
     assert (figures(managed).available, figures(managed).held, figures(managed).used) == (3, 1, 1)
     assert Membership.objects.get(user=learner).role == "learner"
 
@@ -107,18 +108,18 @@ def test_accepting_twice_or_for_another_address_never_charges_twice(course_setup
     managed, level = course_setup
     (sent,), _ = invite(managed, level, "a@x.test")
     owner = UserFactory(email="a@x.test")
-    assignments.invite_accept(token=sent.token, user=owner)
-    assignments.invite_accept(token=sent.token, user=owner)  # the same person again
-    with pytest.raises(assignments.AllocationRefused, match="accepted"):
-        assignments.invite_accept(token=sent.token, user=UserFactory(email="z@x.test"))
+    invitations.invite_accept(token=sent.token, user=owner)
+    invitations.invite_accept(token=sent.token, user=owner)  # the same person again
+    with pytest.raises(invitations.InvitationRefused, match="accepted"):
+        invitations.invite_accept(token=sent.token, user=UserFactory(email="z@x.test"))
     assert figures(managed).used == 1
 
 
 def test_an_invitation_for_another_address_is_refused(course_setup):
     managed, level = course_setup
     (sent,), _ = invite(managed, level, "a@x.test")
-    with pytest.raises(assignments.AllocationRefused, match=r"is for a@x\.test"):
-        assignments.invite_accept(token=sent.token, user=UserFactory(email="other@x.test"))
+    with pytest.raises(invitations.InvitationRefused, match=r"is for a@x\.test"):
+        invitations.invite_accept(token=sent.token, user=UserFactory(email="other@x.test"))
     assert figures(managed).held == 1
 
 
@@ -127,10 +128,10 @@ def test_expired_invitations_release_their_hold_and_refuse_acceptance(course_set
     (sent,), _ = invite(managed, level, "a@x.test")
     later = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS, minutes=1)
     with time_machine.travel(later):
-        with pytest.raises(assignments.AllocationRefused, match="expired"):
-            assignments.invite_accept(token=sent.token, user=UserFactory(email="a@x.test"))
-        assert assignments.invitations_expire() == 1
-        assert assignments.invitations_expire() == 0
+        with pytest.raises(invitations.InvitationRefused, match="expired"):
+            invitations.invite_accept(token=sent.token, user=UserFactory(email="a@x.test"))
+        assert invitations.invitations_expire() == 1
+        assert invitations.invitations_expire() == 0
     assert (figures(managed).available, figures(managed).held) == (5, 0)
 
 
@@ -139,18 +140,18 @@ def test_manual_enrollment_uses_the_course_allocation_then_the_pool(
 ):
     managed, level = course_setup
     course = ledger.course_account(organization=organization, course=managed.course)
-    assignments.manual_enroll(
+    allocations.manual_enroll(
         organization=organization, user=learner, level=level, actor=admin, token="t1"
     )
-    assert assignments.figures(account=course).used == 1
-    assignments.course_release(
+    assert allocations.figures(account=course).used == 1
+    allocations.course_release(
         organization=organization, course=managed.course, quantity=4, actor=admin
     )
-    assignments.manual_enroll(
+    allocations.manual_enroll(
         organization=organization, user=learner, level=level, actor=admin, token="t2"
     )
     pool = ledger.pool_account(organization=organization)
-    assert assignments.figures(account=pool).used == 1
+    assert allocations.figures(account=pool).used == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -159,18 +160,18 @@ def test_the_same_invitation_accepted_from_two_tabs_at_once_charges_once(
 ):
     grant(organization, 5)
     level = LevelFactory()
-    assignments.course_allocate(
+    allocations.course_allocate(
         organization=organization, course=level.course, quantity=3, actor=admin
     )
-    managed = assignments.manager_register(
+    managed = allocations.manager_register(
         organization=organization, course=level.course, user=manager
     )
-    assignments.manager_assign(manager=managed, quantity=3, actor=admin)
+    allocations.manager_assign(manager=managed, quantity=3, actor=admin)
     (sent,), _ = invite(managed, level, "tab@x.test")
     learner = UserFactory(email="tab@x.test")
 
     def accept(n: int) -> str:
-        assignments.invite_accept(token=sent.token, user=learner)
+        invitations.invite_accept(token=sent.token, user=learner)
         return "accepted"
 
     assert Counter(run_threads(2, accept)) == Counter(accepted=2)
@@ -196,7 +197,7 @@ def test_the_assign_credits_page_shows_courses_in_green_and_refuses_at_zero(
 ):
     grant(organization, 5)
     level = LevelFactory()
-    managed = assignments.manager_register(
+    managed = allocations.manager_register(
         organization=organization, course=level.course, user=manager
     )
     response = admin_client.post(

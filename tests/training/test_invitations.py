@@ -20,7 +20,8 @@ from tests.accounts.factories import UserFactory
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.support.threads import run_threads
-from training import assignments
+from training.allocations import services as allocations
+from training.invitations import services as invitations
 from training.models import Assignment
 
 PASSWORD = "a-long-learner-passphrase"
@@ -38,13 +39,13 @@ def _course(organization, admin, manager, *, credits=5, expires_at=None):
     """A course whose manager has `credits` credits to invite with."""
     grant(organization, 20, expires_at=expires_at)
     level = LevelFactory(credit_cost=1)
-    assignments.course_allocate(
+    allocations.course_allocate(
         organization=organization, course=level.course, quantity=10, actor=admin
     )
-    managed = assignments.manager_register(
+    managed = allocations.manager_register(
         organization=organization, course=level.course, user=manager
     )
-    assignments.manager_assign(manager=managed, quantity=credits, actor=admin)
+    allocations.manager_assign(manager=managed, quantity=credits, actor=admin)
     return managed, level
 
 
@@ -54,11 +55,11 @@ def course_setup(organization, admin, manager):
 
 
 def invite(managed, level, text):
-    return assignments.invite(manager=managed, level=level, text=text, token=str(uuid.uuid4()))
+    return invitations.invite(manager=managed, level=level, text=text, token=str(uuid.uuid4()))
 
 
 def figures(managed):
-    return assignments.figures(account=assignments._manager_account(managed))
+    return allocations.figures(account=allocations.manager_account_of(managed))
 
 
 def accept_url(invitation) -> str:
@@ -118,7 +119,7 @@ def test_the_database_keeps_one_pending_invitation_per_address_and_course(
             organization=organization, level=other_level, email="ana@x.test", manager=manager
         )
     # Only pending ones count: once cancelled, the address can be invited anew.
-    assignments.invite_cancel(assignment=sent, actor=manager)
+    invitations.invite_cancel(assignment=sent, actor=manager)
     (fresh,), _ = invite(managed, level, "ana@x.test")
     assert fresh.course_id == level.course_id
     assert figures(managed).held == 1
@@ -132,10 +133,10 @@ def test_two_simultaneous_invites_of_one_address_hold_one_credit(organization, a
     if who == "two managers of the course":
         colleague = UserFactory(email="colleague@acme.test")
         Membership.objects.create(user=colleague, organization=organization, role="manager")
-        second = assignments.manager_register(
+        second = allocations.manager_register(
             organization=organization, course=level.course, user=colleague
         )
-        assignments.manager_assign(manager=second, quantity=2, actor=admin)
+        allocations.manager_assign(manager=second, quantity=2, actor=admin)
         managers[1] = second
     clients = []
     for each in managers:
@@ -169,7 +170,7 @@ def _kill(reason: str, managed, level, settings) -> tuple[str, str, int]:
     """An invitation link made unusable for `reason`: (url, what the page says, status)."""
     (sent,), _ = invite(managed, level, "ana@x.test")
     if reason == "cancelled":
-        assignments.invite_cancel(assignment=sent, actor=managed.user)
+        invitations.invite_cancel(assignment=sent, actor=managed.user)
         return accept_url(sent), "was cancelled by your manager", 410
     if reason == "expired":
         days = settings.INVITATION_VALID_DAYS + 1
@@ -178,12 +179,12 @@ def _kill(reason: str, managed, level, settings) -> tuple[str, str, int]:
         )
         return accept_url(sent), "has expired", 410
     if reason == "replaced":
-        assignments.reinvite(assignment=sent)
+        invitations.reinvite(assignment=sent)
         return accept_url(sent), "it was replaced by a newer one.", 410
     if reason == "unknown":
         return reverse("training:accept", args=[uuid.uuid4()]), "whole link", 410
     assert reason == "used"
-    assignments.invite_accept(token=sent.token, user=UserFactory(email="ana@x.test"))
+    invitations.invite_accept(token=sent.token, user=UserFactory(email="ana@x.test"))
     return accept_url(sent), "already accepted", 409
 
 
@@ -213,7 +214,7 @@ def test_an_invitation_expired_by_the_nightly_task_says_expired(client, course_s
     (sent,), _ = invite(managed, level, "ana@x.test")
     later = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS, minutes=1)
     with time_machine.travel(later):
-        assignments.invitations_expire()
+        invitations.invitations_expire()
         response = client.post(accept_url(sent), {"password": PASSWORD})
     assert response.status_code == 410
     assert "has expired" in response.content.decode()
@@ -258,10 +259,10 @@ def test_accepting_after_the_managers_lots_expired_creates_nothing_and_tells_the
 
         # Once the manager has credits again, the same link works.
         grant(organization, 3)
-        assignments.course_allocate(
+        allocations.course_allocate(
             organization=organization, course=level.course, quantity=3, actor=admin
         )
-        assignments.manager_assign(manager=managed, quantity=2, actor=admin)
+        allocations.manager_assign(manager=managed, quantity=2, actor=admin)
         response = client.post(accept_url(sent), {"password": PASSWORD})
         assert response["Location"] == reverse("training:my_training")
         assert (figures(managed).held, figures(managed).used) == (0, 1)

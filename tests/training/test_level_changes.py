@@ -22,8 +22,10 @@ from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.support.threads import run_threads
 from tests.training.factories import plan_with
-from training import services
+from training.learner import services as learner_steps
 from training.models import Enrollment, LevelChange
+from training.plans import level_changes
+from training.plans import services as plans
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +62,7 @@ def enroll(organization, admin, *, cost=1, start=None):
     plan = plan_with(
         organization, admin, emails=["a@acme.test"], costs=(cost,), start=start or _today()
     )
-    services.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
+    plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
     return Enrollment.objects.get(participant__plan=plan)
 
 
@@ -82,7 +84,7 @@ def figures(organization):
 
 def change(enrollment, level, staff, reason="placement"):
     enrollment.refresh_from_db()
-    return services.enrollment_change_level(
+    return level_changes.enrollment_change_level(
         enrollment=enrollment, level=level, staff=staff, reason=reason
     )
 
@@ -144,7 +146,7 @@ def test_back_and_forth_under_policy_start_leaves_one_hold_and_the_learner_start
     assert Hold.objects.filter(status="active").count() == 1
     assert (figures(start_policy).total, figures(start_policy).held) == (10, 3)
 
-    services.enrollment_start(enrollment=enrollment, user=learner)
+    learner_steps.enrollment_start(enrollment=enrollment, user=learner)
     enrollment.refresh_from_db()
     assert (enrollment.status, enrollment.hold.status) == ("started", "captured")
     balance = figures(start_policy)
@@ -156,7 +158,7 @@ def test_back_and_forth_after_the_learner_started_charges_exactly_the_final_leve
 ):
     grant(start_policy, 10)
     enrollment = enroll(start_policy, admin, cost=2)
-    services.enrollment_start(enrollment=enrollment, user=learner)
+    learner_steps.enrollment_start(enrollment=enrollment, user=learner)
     a, b = enrollment.level, LevelFactory(course=enrollment.level.course, credit_cost=5)
     for level in (b, a, b, a):
         change(enrollment, level, staff)
@@ -178,7 +180,7 @@ def test_a_hold_left_released_by_the_old_repeated_key_gets_a_new_one(
     other = LevelFactory(course=enrollment.level.course, credit_cost=2)
     made = change(enrollment, other, staff)
     assert (made.released, made.hold.quantity) == (None, 2)
-    services.enrollment_start(enrollment=enrollment, user=learner)
+    learner_steps.enrollment_start(enrollment=enrollment, user=learner)
     assert figures(start_policy).total == 8
 
 
@@ -318,7 +320,7 @@ def test_refusals_change_nothing(organization, admin, staff):
         (enrollment.level, "x", "already the enrollment's level"),
         (LevelFactory(course=enrollment.level.course), "   ", "Give a reason"),
     ]:
-        with pytest.raises(services.PlanRefused, match=refusal):
+        with pytest.raises(plans.PlanRefused, match=refusal):
             change(enrollment, level, staff, reason=reason)
     assert not LevelChange.objects.exists()
     assert figures(organization).total == 8
@@ -334,7 +336,7 @@ def test_after_7_days_in_the_organizations_time_zone_it_is_too_late(organization
         change(enrollment, other, staff)
     with (
         time_machine.travel(dt.datetime(2026, 3, 10, 4, 1, tzinfo=dt.UTC)),
-        pytest.raises(services.PlanRefused, match=r"until Mar 9, 2026 .* too late"),
+        pytest.raises(plans.PlanRefused, match=r"until Mar 9, 2026 .* too late"),
     ):
         change(enrollment, enrollment.level.course.levels.exclude(pk=other.pk).get(), staff)
 
@@ -342,8 +344,8 @@ def test_after_7_days_in_the_organizations_time_zone_it_is_too_late(organization
 def test_a_removed_enrollment_is_refused(start_policy, admin, staff):
     grant(start_policy, 10)
     enrollment = enroll(start_policy, admin, cost=2)
-    services.participant_remove(participant=enrollment.participant, user=admin)
-    with pytest.raises(services.PlanRefused, match="removed"):
+    plans.participant_remove(participant=enrollment.participant, user=admin)
+    with pytest.raises(plans.PlanRefused, match="removed"):
         change(enrollment, LevelFactory(course=enrollment.level.course, credit_cost=1), staff)
 
 
@@ -390,11 +392,11 @@ def test_one_enrollment_changed_from_8_threads_ends_consistent(organization, adm
 
     def worker(n: int) -> str:
         try:
-            services.enrollment_change_level(
+            level_changes.enrollment_change_level(
                 enrollment=enrollment, level=levels[n % 3], staff=staff, reason=f"thread {n}"
             )
             return "changed"
-        except services.PlanRefused:
+        except plans.PlanRefused:
             return "refused"
 
     outcomes = Counter(run_threads(8, worker))
@@ -427,13 +429,13 @@ def test_level_changes_racing_the_learners_start_end_consistent(start_policy, ad
     def worker(n: int) -> str:
         try:
             if n % 2:
-                services.enrollment_start(enrollment=enrollment, user=learner)
+                learner_steps.enrollment_start(enrollment=enrollment, user=learner)
                 return "started"
-            services.enrollment_change_level(
+            level_changes.enrollment_change_level(
                 enrollment=enrollment, level=levels[n // 2], staff=staff, reason=f"thread {n}"
             )
             return "changed"
-        except services.PlanRefused:
+        except plans.PlanRefused:
             return "refused"
 
     outcomes = Counter(run_threads(8, worker))

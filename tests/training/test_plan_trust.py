@@ -16,8 +16,8 @@ from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.support.threads import run_threads
 from tests.training.factories import confirm_form, plan_with
-from training import services
 from training.models import Enrollment, ItemAssignment, Participant, PlanItem
+from training.plans import services as plans
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_a_used_confirm_form_never_enrols_people_added_later(admin_client, organ
     plan = plan_with(organization, admin, emails=["a@acme.test"])
     used = confirm_form(plan)
     _post_confirm(admin_client, plan, used)
-    services.participants_add(plan=plan, rows=["late@acme.test"])
+    plans.participants_add(plan=plan, rows=["late@acme.test"])
     page = _post_confirm(admin_client, plan, used).content.decode()
     late = Participant.objects.get(email="late@acme.test")
     assert late.confirmed_at is None
@@ -61,7 +61,7 @@ def test_a_stale_form_for_a_changed_plan_charges_nothing_and_shows_the_plan(
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test"], costs=(2,))
     stale = confirm_form(plan)
-    services.participants_add(plan=plan, rows=["b@acme.test"])
+    plans.participants_add(plan=plan, rows=["b@acme.test"])
     response = _post_confirm(admin_client, plan, stale)
     assert response.status_code == 200
     page = response.content.decode()
@@ -80,7 +80,7 @@ def test_a_confirm_form_from_before_a_removal_charges_nothing(admin_client, orga
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test"])
     stale = confirm_form(plan)
-    services.participant_remove(participant=plan.participants.get(email="b@acme.test"), user=admin)
+    plans.participant_remove(participant=plan.participants.get(email="b@acme.test"), user=admin)
     page = _post_confirm(admin_client, plan, stale).content.decode()
     assert "changed since you loaded it" in page
     assert selectors.organization_balance(organization=organization).total == 10
@@ -98,19 +98,19 @@ def test_remove_racing_confirm_never_leaves_a_removed_person_charged_or_held(
     grant(organization, 1_000)
     for round_ in range(40):
         plan = plan_with(organization, admin, emails=[f"stay{round_}@acme.test"])
-        services.participants_add(plan=plan, rows=[f"leave{round_}@acme.test"])
-        seen = services.plan_cost(plan=plan).snapshot
+        plans.participants_add(plan=plan, rows=[f"leave{round_}@acme.test"])
+        seen = plans.plan_cost(plan=plan).snapshot
         leaving = plan.participants.get(email=f"leave{round_}@acme.test")
 
         def work(n: int, plan=plan, seen=seen, leaving=leaving):
             try:
                 if n == 0:
-                    services.participant_remove(participant=leaving, user=admin)
+                    plans.participant_remove(participant=leaving, user=admin)
                 else:
-                    services.plan_confirm(
+                    plans.plan_confirm(
                         plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen
                     )
-            except services.PlanChanged:
+            except plans.PlanChanged:
                 return "changed"
             return "ok"
 
@@ -134,12 +134,12 @@ def test_remove_racing_confirm_never_leaves_a_removed_person_charged_or_held(
 def test_32_confirmers_of_one_plan_charge_it_once(organization, admin):
     grant(organization, 100)
     plan = plan_with(organization, admin, emails=[f"p{n}@acme.test" for n in range(5)])
-    seen = services.plan_cost(plan=plan).snapshot
+    seen = plans.plan_cost(plan=plan).snapshot
 
     def click(n: int) -> str:
         try:
-            services.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen)
-        except services.PlanChanged:
+            plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen)
+        except plans.PlanChanged:
             return "changed"
         return "confirmed"
 
@@ -165,17 +165,17 @@ def test_checkout_carries_the_carts_seats_and_confirm_charges_the_seats_filled(
     )
     plan = organization.training_plans.get()
     assert {(i.level_id, i.seats) for i in plan.items.all()} == {(one.pk, 3), (two.pk, 2)}
-    assert services.plan_cost(plan=plan).planned == 7
+    assert plans.plan_cost(plan=plan).planned == 7
     # Three people: all take a seat of `one`; two of them also take the seats of `two`.
-    services.participants_add(plan=plan, rows=["a@acme.test", "b@acme.test"])
-    services.participants_add(plan=plan, rows=["c@acme.test"])
+    plans.participants_add(plan=plan, rows=["a@acme.test", "b@acme.test"])
+    plans.participants_add(plan=plan, rows=["c@acme.test"])
     c = plan.participants.get(email="c@acme.test")
     item_two = plan.items.get(level=two)
     # `two` had 2 seats: c's automatic seat raised it to 3; taking c out gives it back.
     assert item_two.seats == 3
-    services.assignment_toggle(item=item_two, participant=c)
-    services.item_seats_set(item=item_two, seats=2)
-    cost = services.plan_cost(plan=plan)
+    plans.assignment_toggle(item=item_two, participant=c)
+    plans.item_seats_set(item=item_two, seats=2)
+    cost = plans.plan_cost(plan=plan)
     assert cost.total == 7 == cost.planned
     page = admin_client.get(reverse("training:plan", args=[plan.pk])).content.decode()
     assert "3 people to confirm, in seats worth <strong>7</strong> credits." in page
@@ -187,8 +187,8 @@ def test_checkout_carries_the_carts_seats_and_confirm_charges_the_seats_filled(
 def test_seats_never_go_below_the_people_in_them(organization, admin):
     plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test"])
     item = plan.items.get()
-    with pytest.raises(services.PlanRefused, match="has 2 people in it"):
-        services.item_seats_set(item=item, seats=1)
+    with pytest.raises(plans.PlanRefused, match="has 2 people in it"):
+        plans.item_seats_set(item=item, seats=1)
     assert PlanItem.objects.get(pk=item.pk).seats == 2
     assert ItemAssignment.objects.filter(item=item).count() == 2
 

@@ -17,8 +17,10 @@ from tests.accounts.factories import UserFactory
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.training.factories import plan_with
-from training import services
+from training.learner import services as learner_steps
 from training.models import Enrollment
+from training.plans import level_changes
+from training.plans import services as plans
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +31,7 @@ def balance(organization):
 
 def confirm(plan, user, token=None):
     """How many people one click confirmed."""
-    return services.plan_confirm(plan=plan, user=user, token=token or str(uuid.uuid4())).people
+    return plans.plan_confirm(plan=plan, user=user, token=token or str(uuid.uuid4())).people
 
 
 @pytest.fixture(autouse=True)
@@ -57,14 +59,14 @@ def test_confirm_redeems_people_times_items_and_emails_them(
 def test_a_double_click_or_retry_charges_once_and_a_second_tab_charges_nothing(organization, admin):
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test"])
-    seen = services.plan_cost(plan=plan).snapshot
+    seen = plans.plan_cost(plan=plan).snapshot
     token = str(uuid.uuid4())
-    first = services.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
-    again = services.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
+    first = plans.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
+    again = plans.plan_confirm(plan=plan, user=admin, token=token, snapshot=seen)
     assert (first.people, first.replayed) == (2, False)
     assert (again.people, again.credits, again.replayed) == (2, 2, True)  # the same click
-    with pytest.raises(services.PlanChanged, match="already confirmed"):  # another tab
-        services.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen)
+    with pytest.raises(plans.PlanChanged, match="already confirmed"):  # another tab
+        plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()), snapshot=seen)
     assert balance(organization).total == 8
     assert LedgerTransaction.objects.filter(kind="redeem").count() == 1
 
@@ -73,8 +75,8 @@ def test_people_added_after_confirmation_are_confirmed_alone_by_the_next_click(o
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["a@acme.test"])
     confirm(plan, admin)
-    services.participants_add(plan=plan, rows=["late@acme.test"])
-    assert services.plan_cost(plan=plan).total == 1
+    plans.participants_add(plan=plan, rows=["late@acme.test"])
+    assert plans.plan_cost(plan=plan).total == 1
     assert confirm(plan, admin) == 1
     assert balance(organization).total == 8
 
@@ -114,8 +116,8 @@ def test_policy_start_holds_until_the_learner_starts(start_policy, admin, learne
     figures = balance(start_policy)
     assert (figures.total, figures.held, figures.available) == (10, 4, 6)
     enrollment = Enrollment.objects.get(participant__user=learner)
-    services.enrollment_start(enrollment=enrollment, user=learner)
-    services.enrollment_start(enrollment=enrollment, user=learner)  # a second click
+    learner_steps.enrollment_start(enrollment=enrollment, user=learner)
+    learner_steps.enrollment_start(enrollment=enrollment, user=learner)  # a second click
     figures = balance(start_policy)
     assert (figures.total, figures.held) == (8, 2)
 
@@ -124,7 +126,7 @@ def test_removing_someone_under_policy_start_frees_their_credits(start_policy, a
     grant(start_policy, 10)
     plan = plan_with(start_policy, admin, emails=["left@acme.test"], costs=(3,))
     confirm(plan, admin)
-    message = services.participant_remove(participant=plan.participants.get(), user=admin)
+    message = plans.participant_remove(participant=plan.participants.get(), user=admin)
     assert "3 assigned credits are available again" in message
     assert balance(start_policy).available == 10
     assert Hold.objects.get().status == "released"
@@ -134,7 +136,7 @@ def test_removing_someone_under_policy_confirm_says_credits_are_not_returned(org
     grant(organization, 10)
     plan = plan_with(organization, admin, emails=["left@acme.test"])
     confirm(plan, admin)
-    message = services.participant_remove(participant=plan.participants.get(), user=admin)
+    message = plans.participant_remove(participant=plan.participants.get(), user=admin)
     assert "not returned" in message
     assert balance(organization).total == 9
 
@@ -143,21 +145,21 @@ def test_someone_who_started_cannot_be_removed(start_policy, admin, learner):
     grant(start_policy, 10)
     plan = plan_with(start_policy, admin, emails=[learner.email])
     confirm(plan, admin)
-    services.enrollment_start(enrollment=Enrollment.objects.get(), user=learner)
-    with pytest.raises(services.PlanRefused, match="has started"):
-        services.participant_remove(participant=plan.participants.get(), user=admin)
+    learner_steps.enrollment_start(enrollment=Enrollment.objects.get(), user=learner)
+    with pytest.raises(plans.PlanRefused, match="has started"):
+        plans.participant_remove(participant=plan.participants.get(), user=admin)
 
 
 def test_pasted_and_csv_rows_are_checked_and_the_good_ones_kept(organization, admin):
     plan = plan_with(organization, admin)
-    result = services.participants_add_text(plan=plan, text="a@acme.test, nope\nA@acme.test")
+    result = plans.participants_add_text(plan=plan, text="a@acme.test, nope\nA@acme.test")
     assert result.added == ["a@acme.test"]
     assert result.rejected == [
         ("nope", "not an email address"),
         ("A@acme.test", "already in this plan"),
     ]
     csv = b"name,email\nBea,b@acme.test\nNo mail,\nCid,c@acme\n"
-    result = services.participants_add_csv(plan=plan, data=csv)
+    result = plans.participants_add_csv(plan=plan, data=csv)
     assert result.added == ["b@acme.test"]
     assert [reason for _, reason in result.rejected] == ["not an email address"] * 2
 
@@ -188,7 +190,7 @@ def test_support_changes_a_level_within_7_days_and_the_difference_is_settled(org
     enrollment = Enrollment.objects.get()
     harder = LevelFactory(course=enrollment.level.course, credit_cost=3)
     staff = UserFactory(is_staff=True)
-    services.enrollment_change_level(
+    level_changes.enrollment_change_level(
         enrollment=enrollment, level=harder, staff=staff, reason="placement test"
     )
     assert balance(organization).total == 7
@@ -207,9 +209,9 @@ def test_a_level_change_after_7_days_is_refused(organization, admin):
     other = LevelFactory(course=enrollment.level.course, credit_cost=1)
     with (
         time_machine.travel(timezone.now() + dt.timedelta(days=9)),
-        pytest.raises(services.PlanRefused, match="7 days after the plan started"),
+        pytest.raises(plans.PlanRefused, match="7 days after the plan started"),
     ):
-        services.enrollment_change_level(
+        level_changes.enrollment_change_level(
             enrollment=enrollment, level=other, staff=UserFactory(is_staff=True), reason="late"
         )
     assert ledger.pool_account(organization=organization).balance == 9
@@ -219,15 +221,13 @@ def test_a_plan_completes_when_everyone_has_finished(start_policy, admin, learne
     grant(start_policy, 10)
     plan = plan_with(start_policy, admin, emails=[learner.email, "gone@acme.test"])
     confirm(plan, admin)
-    services.participant_remove(
-        participant=plan.participants.get(email="gone@acme.test"), user=admin
-    )
+    plans.participant_remove(participant=plan.participants.get(email="gone@acme.test"), user=admin)
     enrollment = Enrollment.objects.get(participant__user=learner)
-    enrollment = services.enrollment_start(enrollment=enrollment, user=learner)
-    services.enrollment_progress(enrollment=enrollment, progress=50)
+    enrollment = learner_steps.enrollment_start(enrollment=enrollment, user=learner)
+    learner_steps.enrollment_progress(enrollment=enrollment, progress=50)
     plan.refresh_from_db()
     assert plan.status == "confirmed"
-    services.enrollment_progress(enrollment=enrollment, progress=100)
+    learner_steps.enrollment_progress(enrollment=enrollment, progress=100)
     plan.refresh_from_db()
     assert plan.status == "completed"
 
@@ -235,12 +235,12 @@ def test_a_plan_completes_when_everyone_has_finished(start_policy, admin, learne
 def test_only_a_draft_can_be_cancelled(organization, admin):
     grant(organization, 10)
     draft = plan_with(organization, admin, emails=["a@acme.test"])
-    services.plan_cancel(plan=draft)
+    plans.plan_cancel(plan=draft)
     draft.refresh_from_db()
     assert draft.status == "cancelled"
-    with pytest.raises(services.PlanRefused, match="closed"):
+    with pytest.raises(plans.PlanRefused, match="closed"):
         confirm(draft, admin)
     confirmed = plan_with(organization, admin, emails=["b@acme.test"])
     confirm(confirmed, admin)
-    with pytest.raises(services.PlanRefused, match="Only a draft plan"):
-        services.plan_cancel(plan=confirmed)
+    with pytest.raises(plans.PlanRefused, match="Only a draft plan"):
+        plans.plan_cancel(plan=confirmed)

@@ -5,7 +5,7 @@ from credits import selectors
 from tests.credits.factories import grant
 from tests.training.factories import confirm_form, plan_with
 from training.models import Enrollment
-from training.services import plan_confirm
+from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
 

@@ -7,18 +7,18 @@ from django.contrib.auth.password_validation import validate_password
 
 from accounts.models import User
 from catalog.models import Level
-
-from .services import split_emails
+from training.common import split_emails
 
 # A pasted list beyond these is not a typing mistake but a file: it would hold one credit per
 # address, so the manager splits it rather than the server chewing on it.
 MAX_EMAILS = 1_000
+
+
 MAX_EMAILS_TEXT = 100_000
+
+
 # What Django's own password forms accept; the hash column is unrelated to it.
 PASSWORD_LENGTH = 128
-
-# Note: Django's forms.CharField refuses NUL characters by itself (a form error, as
-# PostgreSQL cannot store them), so the text fields below need nothing more for those.
 
 
 class InviteForm(forms.Form):
@@ -83,57 +83,3 @@ class AcceptForm(forms.Form):
         # Raises the validators' messages (too short, too common, like the address...).
         validate_password(password, User(email=self.email))
         return password
-
-
-ID_FIELD = {"min_value": 1, "max_value": 2**63 - 1, "required": False}
-
-
-class AllocationForm(forms.Form):
-    """Every form of the Assign credits page posts its `action` and what it acts on. The
-    token (one per rendered form) keys the ledger transfer, so a double submission or the
-    Back button moves credits once."""
-
-    ACTIONS = ["allocate", "release", "register", "assign", "take_back", "enroll"]
-
-    action = forms.ChoiceField(
-        choices=[(a, a) for a in ACTIONS], error_messages={"invalid_choice": "Unknown action."}
-    )
-    quantity = forms.IntegerField(
-        min_value=1,
-        max_value=2**31 - 1,
-        required=False,
-        error_messages={
-            "min_value": "Enter a number of credits above zero.",
-            "max_value": "That is more credits than any account can hold.",
-            "invalid": "Enter a whole number of credits.",
-        },
-    )
-    course = forms.IntegerField(**ID_FIELD)
-    manager = forms.IntegerField(**ID_FIELD)
-    user = forms.IntegerField(**ID_FIELD)
-    level = forms.IntegerField(**ID_FIELD)
-    token = forms.UUIDField(required=False)
-
-    def clean(self):
-        data = super().clean()
-        moves = {"allocate", "release", "assign", "take_back"}
-        if (
-            data.get("action") in moves
-            and not data.get("quantity")
-            and "quantity" not in self.errors
-        ):
-            self.add_error("quantity", "Enter a number of credits above zero.")
-        return data
-
-
-class ProgressForm(forms.Form):
-    # Absent on the Start button of an accepted course: starting is progress 0.
-    progress = forms.IntegerField(
-        min_value=0,
-        max_value=100,
-        required=False,
-        error_messages={"invalid": "Choose how far you are."},
-    )
-
-    def clean_progress(self) -> int:
-        return self.cleaned_data["progress"] or 0

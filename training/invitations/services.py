@@ -1,5 +1,6 @@
-"""Course allocations, managers and their invitations (seed 001). Allocations are ledger
-transfers; invitations are holds on the manager's account, captured when accepted."""
+"""A manager's invitations (seed 001): each holds the level's cost on the manager's account
+until the learner accepts (captured, once), the invitation is cancelled or it expires
+(released)."""
 
 from __future__ import annotations
 
@@ -15,28 +16,32 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
-from accounts.models import Membership, Organization, User
-from catalog.models import Course, Level
-from credits import selectors as ledger_reads
+from accounts.models import Membership, User
+from catalog.models import Level
 from credits import services as ledger
-from credits.models import Account
+from training.allocations.services import manager_account_of
+from training.common import TrainingRefused, split_emails
+from training.emails import send_invitation_emails, send_invitation_short_email
+from training.models import Assignment, CourseManager
 
 from .joining import learner_account_create
-from .models import Assignment, CourseManager
-from .services import PlanRefused, split_emails
-from .tasks import send_invitation_emails, send_invitation_short_email
+
+
+class InvitationRefused(TrainingRefused):
+    """A refusal of an invitation (sending, cancelling, accepting), fit to show."""
+
 
 # The partial unique index of migration 0003: one pending invitation per address and course.
 PENDING_ONCE = "assignment_pending_once"
+
+
 EMAIL_LENGTH = Assignment._meta.get_field("email").max_length
+
+
 REFERENCE_LENGTH = 255  # credits Hold.reference / LedgerTransaction.reference
 
 
-class AllocationRefused(PlanRefused):
-    pass
-
-
-class InvitationDead(AllocationRefused):
+class InvitationDead(InvitationRefused):
     """An invitation link that can no longer be accepted. `reason` is one of unknown,
     replaced, cancelled, expired, used; `sign_in` says whether signing in is the way on."""
 
@@ -46,11 +51,11 @@ class InvitationDead(AllocationRefused):
         self.sign_in = sign_in
 
 
-class InvitationNotYours(AllocationRefused):
+class InvitationNotYours(InvitationRefused):
     """Someone signed in with another address opened the link."""
 
 
-class InvitationShort(AllocationRefused):
+class InvitationShort(InvitationRefused):
     """The credits held for the invitation no longer exist (the manager's lots expired since
     it was sent): accepting is refused and nothing is created."""
 
@@ -70,88 +75,6 @@ class Invited:
         return iter((self.sent, self.rejected))
 
 
-def figures(*, account: Account) -> ledger_reads.AccountFigures:
-    """What an account can still give, has reserved for pending invites, and has spent."""
-    return ledger_reads.account_figures(accounts=[account])[account.pk]
-
-
-def _key() -> str:
-    return f"ui:{uuid.uuid4()}"
-
-
-def course_allocate(
-    *, organization: Organization, course: Course, quantity: int, actor: User, key: str = ""
-):
-    """Earmark pool credits for a course."""
-    return ledger.credits_transfer(
-        source=ledger.pool_account(organization=organization),
-        destination=ledger.course_account(organization=organization, course=course),
-        quantity=quantity,
-        idempotency_key=key or _key(),
-        actor=actor,
-    )
-
-
-def course_release(
-    *, organization: Organization, course: Course, quantity: int, actor: User, key: str = ""
-):
-    """Give unallocated course credits back to the pool."""
-    return ledger.credits_transfer(
-        source=ledger.course_account(organization=organization, course=course),
-        destination=ledger.pool_account(organization=organization),
-        quantity=quantity,
-        idempotency_key=key or _key(),
-        actor=actor,
-    )
-
-
-def manager_register(*, organization: Organization, course: Course, user: User) -> CourseManager:
-    membership = Membership.objects.filter(organization=organization, user=user).first()
-    if membership is None:
-        raise AllocationRefused("Only members of the organization can manage a course.")
-    if membership.role == Membership.Role.LEARNER:
-        membership.role = Membership.Role.MANAGER
-        membership.save(update_fields=["role"])
-    manager, _ = CourseManager.objects.get_or_create(
-        organization=organization, course=course, user=user
-    )
-    return manager
-
-
-def manager_assign(*, manager: CourseManager, quantity: int, actor: User, key: str = ""):
-    """Give course credits to a manager; refused while the course has none (seed 001)."""
-    course_account = ledger.course_account(organization=manager.organization, course=manager.course)
-    if figures(account=course_account).available <= 0:
-        raise AllocationRefused(
-            f"{manager.course} has no credits to assign: allocate credits from your pool to "
-            "the course first."
-        )
-    return ledger.credits_transfer(
-        source=course_account,
-        destination=_manager_account(manager),
-        quantity=quantity,
-        idempotency_key=key or _key(),
-        actor=actor,
-    )
-
-
-def manager_take_back(*, manager: CourseManager, quantity: int, actor: User, key: str = ""):
-    """Take back what a manager has not used or reserved."""
-    return ledger.credits_transfer(
-        source=_manager_account(manager),
-        destination=ledger.course_account(organization=manager.organization, course=manager.course),
-        quantity=quantity,
-        idempotency_key=key or _key(),
-        actor=actor,
-    )
-
-
-def _manager_account(manager: CourseManager) -> Account:
-    return ledger.manager_account(
-        organization=manager.organization, course=manager.course, manager=manager.user
-    )
-
-
 def invite(*, manager: CourseManager, level: Level, text: str, token: str) -> Invited:
     """Invite learners by email: one hold of the level's cost each on the manager's account,
     all or none (short: InsufficientCredits). An address with an invitation to this course
@@ -159,7 +82,7 @@ def invite(*, manager: CourseManager, level: Level, text: str, token: str) -> In
     same hold, new validity). `token` (one per rendered form) makes a double submission
     return the same invitations."""
     if level.course_id != manager.course_id:
-        raise AllocationRefused("That level is not part of this course.")
+        raise InvitationRefused("That level is not part of this course.")
     emails, rejected = [], []
     for row in split_emails(text):
         email = row.lower()
@@ -240,7 +163,7 @@ def _invite(*, manager: CourseManager, level: Level, emails: list[str], token: s
             return Invited(resent=resent)
         expires = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
         holds = ledger.holds_place_batch(
-            account=_manager_account(manager),
+            account=manager_account_of(manager),
             quantities=[level.credit_cost] * len(fresh),
             references=[f"Invitation: {email}, {level}"[:REFERENCE_LENGTH] for email in fresh],
             idempotency_key=key,
@@ -281,7 +204,7 @@ def invite_cancel(*, assignment: Assignment, actor: User) -> Assignment:
     with transaction.atomic():
         assignment = _locked(assignment)
         if not can_proceed(assignment.cancel):
-            raise AllocationRefused(
+            raise InvitationRefused(
                 f"This invitation is {assignment.get_status_display().lower()}."
             )
         ledger.hold_release(hold=assignment.hold, actor=actor)
@@ -295,7 +218,7 @@ def reinvite(*, assignment: Assignment) -> Assignment:
     with transaction.atomic():
         assignment = _locked(assignment)
         if assignment.status != Assignment.Status.INVITED:
-            raise AllocationRefused(
+            raise InvitationRefused(
                 f"This invitation is {assignment.get_status_display().lower()}: invite again."
             )
         assignment.replaced_tokens = [*assignment.replaced_tokens, assignment.token]
@@ -430,39 +353,3 @@ def invitations_expire(*, now: dt.datetime | None = None) -> int:
             assignment.save(update_fields=["status"])
             count += 1
     return count
-
-
-def manual_enroll(
-    *, organization: Organization, user: User, level: Level, actor: User, token: str
-) -> Assignment:
-    """Seed 001's "Enroll user": the credit comes from the course's allocation when it has
-    any, else from the pool. Short: InsufficientCredits, nothing enrolled."""
-    if not Membership.objects.filter(organization=organization, user=user).exists():
-        raise AllocationRefused("Only members can be enrolled; invite others by email.")
-    course_account = ledger.course_account(organization=organization, course=level.course)
-    source = (
-        course_account
-        if figures(account=course_account).available >= level.credit_cost
-        else ledger.pool_account(organization=organization)
-    )
-    with transaction.atomic():
-        redemption = ledger.credits_redeem(
-            account=source,
-            quantity=level.credit_cost,
-            reference=f"Enrollment: {user.email} in {level}",
-            idempotency_key=f"enroll:{token}",
-            actor=actor,
-        )
-        assignment, _ = Assignment.objects.get_or_create(
-            redemption=redemption,
-            defaults={
-                "organization": organization,
-                "level": level,
-                "course_id": level.course_id,
-                "email": user.email,
-                "user": user,
-                "status": Assignment.Status.ACCEPTED,
-                "accepted_at": timezone.now(),
-            },
-        )
-    return assignment

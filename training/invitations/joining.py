@@ -1,9 +1,4 @@
-"""Invitation links used by people who may have no account yet: joining a training plan, and
-the login such a link creates (also used when accepting a manager's course invitation).
-
-Both follow one rule: check that the link can still be used, then create the account, the
-membership and whatever the link grants in one transaction, so that a refusal at any step
-leaves no account behind that belongs to no organization."""
+"""A training plan's join link, and the learner account both kinds of link create."""
 
 from __future__ import annotations
 
@@ -12,8 +7,8 @@ import uuid
 from django.db import IntegrityError, transaction
 
 from accounts.models import Membership, User
-
-from .models import Participant, TrainingPlan
+from training.common import TrainingRefused
+from training.models import Participant, TrainingPlan
 
 
 class AccountExists(Exception):
@@ -24,7 +19,7 @@ class AccountExists(Exception):
 UNKNOWN_LINK = "This invitation link is not valid: use the link from your email."
 
 
-class JoinRefused(Exception):
+class JoinRefused(TrainingRefused):
     """A plan link that cannot be used (any more). The message is fit to show; `reason` is
     one of unknown, removed, cancelled, completed, not_yours, used; `sign_in` says whether
     signing in is the way forward."""

@@ -1,27 +1,27 @@
+"""Training plans: the list, a plan's page (people, seats, Confirm users), checkout."""
+
 import uuid
 
 from django.contrib import messages
-from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.decorators import admin_required, member_required
-from accounts.models import Membership, User
+from accounts.decorators import admin_required
+from accounts.models import Membership
 from billing.shortfall import shortfall_for
 from credits import selectors as credit_selectors
 from credits.services import CreditsError, InsufficientCredits
+from training.common import people_phrase
+from training.models import Participant, PlanItem, TrainingPlan
 
-from . import joining, services
-from .forms import AcceptForm, ProgressForm
-from .models import Assignment, Enrollment, Participant, PlanItem, TrainingPlan
-from .plan_forms import AddPeopleForm, AssignmentForm, CheckoutForm, ConfirmForm, SeatsForm
-from .services import people_phrase
+from . import services
+from .forms import AddPeopleForm, AssignmentForm, CheckoutForm, ConfirmForm, SeatsForm
 
 # A CSV of thousands of bad rows is summarised, not listed.
 REJECTED_SHOWN = 20
@@ -264,123 +264,3 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("training:plan", item.pk)
     messages.success(request, f"Plan {item.name} cancelled. Nothing was charged.")
     return redirect("training:plans")
-
-
-@never_cache
-@require_GET
-@member_required()
-def my_training(request: HttpRequest) -> HttpResponse:
-    enrollments = (
-        Enrollment.objects.filter(
-            participant__user=request.user,
-            participant__plan__organization=request.organization,
-            participant__removed_at__isnull=True,
-        )
-        .exclude(status=Enrollment.Status.REMOVED)
-        .select_related("level__course", "participant__plan")
-    )
-    courses = Assignment.objects.filter(
-        organization=request.organization,
-        user=request.user,
-        status__in=[
-            Assignment.Status.ACCEPTED,
-            Assignment.Status.STARTED,
-            Assignment.Status.COMPLETED,
-        ],
-    ).select_related("level__course")
-    return render(
-        request, "training/my_training.html", {"enrollments": enrollments, "courses": courses}
-    )
-
-
-def _my_enrollment(request: HttpRequest, pk: int) -> Enrollment:
-    return get_object_or_404(
-        Enrollment.objects.select_related("participant__plan__organization", "hold"),
-        pk=pk,
-        participant__user=request.user,
-        participant__plan__organization=request.organization,
-    )
-
-
-@require_POST
-@member_required()
-def enrollment_start(request: HttpRequest, pk: int) -> HttpResponse:
-    enrollment = _my_enrollment(request, pk)
-    try:
-        services.enrollment_start(enrollment=enrollment, user=request.user)
-    except InsufficientCredits:
-        messages.error(
-            request,
-            "Your organization has no credits left for this course. Your admin has been "
-            "asked to add credits; please try again later.",
-        )
-    else:
-        messages.success(request, f"Started {enrollment.level}. Good luck!")
-    return redirect("training:my_training")
-
-
-@require_POST
-@member_required()
-def enrollment_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    enrollment = _my_enrollment(request, pk)
-    form = ProgressForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Choose how far you are (0 to 100%).")
-        return redirect("training:my_training")
-    try:
-        services.enrollment_progress(enrollment=enrollment, progress=form.cleaned_data["progress"])
-    except services.PlanRefused as refusal:
-        messages.error(request, str(refusal))
-    return redirect("training:my_training")
-
-
-@require_http_methods(["GET", "POST"])
-def join(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
-    """A training plan's invitation link. GET only shows what it joins, with a button; the
-    POST joins: as the signed-in account if it is the invited address, else as a new account
-    with the chosen password (an address that has an account logs in first). A removed
-    participant, or a cancelled or completed plan, gets a page that says so; account,
-    membership and place in the plan are created together or not at all."""
-    user = request.user if request.user.is_authenticated else None
-
-    def refused(refusal: joining.JoinRefused) -> HttpResponse:
-        # 410 Gone for a link that will never work again; the others can be put right.
-        status = {"unknown": 404, "not_yours": 403, "used": 409}.get(refusal.reason, 410)
-        context = {"refusal": str(refusal), "sign_in": refusal.sign_in and user is None}
-        return render(request, "training/join.html", context, status=status)
-
-    def joined(person: Participant, message: str) -> HttpResponse:
-        request.session["organization_id"] = person.plan.organization_id
-        messages.success(request, message)
-        return redirect("training:my_training")
-
-    try:
-        person = joining.participant_for_link(token=token, user=user)
-    except joining.JoinRefused as refusal:
-        return refused(refusal)
-    if joining.already_joined(person, user):
-        return joined(person, f"You are already in the training plan {person.plan.name}.")
-    has_account = user is None and User.objects.filter(email__iexact=person.email).exists()
-    form = AcceptForm(
-        request.POST if request.method == "POST" else None,
-        email=person.email,
-        needs_password=user is None and not has_account,
-    )
-    context = {"person": person, "form": form, "needs_login": has_account}
-    if request.method == "GET":
-        return render(request, "training/join.html", context)
-    if has_account:
-        return redirect(f"{reverse('login')}?next={request.path}")
-    if not form.is_valid():
-        return render(request, "training/join.html", context, status=400)
-    try:
-        person = joining.plan_join(token=token, user=user, password=form.cleaned_data["password"])
-    except joining.AccountExists:
-        # Created a moment ago (another tab, another invitation): it logs in, then joins.
-        messages.info(request, f"{person.email} has an account now: log in to join.")
-        return redirect(f"{reverse('login')}?next={request.path}")
-    except joining.JoinRefused as refusal:
-        return refused(refusal)
-    if user is None:
-        login(request, person.user, backend="django.contrib.auth.backends.ModelBackend")
-    return joined(person, f"Welcome to {person.plan.organization.name}'s training.")

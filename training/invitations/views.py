@@ -1,4 +1,5 @@
-"""Assign credits (admins), My courses (managers), accepting an invitation (learners)."""
+"""My courses (managers) and the two kinds of invitation link (learners): a manager's
+invitation to a course, and a training plan's join link."""
 
 import uuid
 
@@ -6,127 +7,21 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.decorators import admin_required, member_required
-from accounts.models import Membership, User
-from catalog.models import Course, Level
+from accounts.decorators import member_required
+from accounts.models import User
 from credits import selectors as credit_selectors
 from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
+from training.models import Assignment, CourseManager, Participant
 
-from . import assignments
-from .forms import AcceptForm, AllocationForm, InviteForm, ProgressForm
+from . import joining
+from . import services as invitations
+from .forms import AcceptForm, InviteForm
 from .joining import AccountExists
-from .models import Assignment, CourseManager
-
-
-@never_cache
-@require_GET
-@admin_required
-def allocations(request: HttpRequest) -> HttpResponse:
-    organization = request.organization
-    # A read: accounts not created yet count as empty; figures come in three queries.
-    accounts = list(Account.objects.filter(organization=organization))
-    figures = credit_selectors.account_figures(accounts=accounts)
-    by_scope = {(a.kind, a.course_id, a.manager_id): figures[a.pk] for a in accounts}
-
-    def figures_of(kind: str, course_id=None, manager_id=None):
-        return by_scope.get((kind, course_id, manager_id), credit_selectors.NO_FIGURES)
-
-    managers = list(CourseManager.objects.filter(organization=organization).select_related("user"))
-    rows = [
-        {
-            "course": course,
-            "figures": figures_of(Account.Kind.COURSE, course.pk),
-            "managers": [
-                {"manager": m, "figures": figures_of(Account.Kind.MANAGER, course.pk, m.user_id)}
-                for m in managers
-                if m.course_id == course.pk
-            ],
-        }
-        for course in Course.objects.filter(published=True).prefetch_related("levels")
-    ]
-    members = Membership.objects.filter(organization=organization).select_related("user")
-    return render(
-        request,
-        "training/allocations.html",
-        {
-            "rows": rows,
-            "pool": figures_of(Account.Kind.POOL),
-            "members": members,
-            "token": uuid.uuid4(),
-        },
-    )
-
-
-@require_POST
-@admin_required
-def allocation_action(request: HttpRequest) -> HttpResponse:
-    """Every form of the Assign credits page posts here with its `action`."""
-    organization = request.organization
-    form = AllocationForm(request.POST)
-    if not form.is_valid():
-        for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
-        return redirect("training:allocations")
-    data = form.cleaned_data
-    action, quantity = data["action"], data["quantity"]
-    # Without a token (an old page), each post is its own request.
-    key = f"ui:{data['token'] or uuid.uuid4()}"
-    try:
-        if action in ("allocate", "release"):
-            course = get_object_or_404(Course, pk=data["course"])
-            do = assignments.course_allocate if action == "allocate" else assignments.course_release
-            do(
-                organization=organization,
-                course=course,
-                quantity=quantity,
-                actor=request.user,
-                key=key,
-            )
-            messages.success(
-                request, f"{quantity:,} credit{pluralize(quantity)} moved for {course}."
-            )
-        elif action == "register":
-            course = get_object_or_404(Course, pk=data["course"])
-            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
-            assignments.manager_register(organization=organization, course=course, user=user)
-            messages.success(request, f"{user.email} now manages {course}.")
-        elif action in ("assign", "take_back"):
-            manager = get_object_or_404(
-                CourseManager, pk=data["manager"], organization=organization
-            )
-            do = assignments.manager_assign if action == "assign" else assignments.manager_take_back
-            do(manager=manager, quantity=quantity, actor=request.user, key=key)
-            messages.success(
-                request,
-                f"{quantity:,} credit{pluralize(quantity)} moved for {manager.user.email}.",
-            )
-        else:  # enroll
-            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
-            level = get_object_or_404(Level, pk=data["level"])
-            assignments.manual_enroll(
-                organization=organization,
-                user=user,
-                level=level,
-                actor=request.user,
-                token=str(data["token"] or uuid.uuid4()),
-            )
-            messages.success(request, f"{user.email} is enrolled in {level}.")
-    except InsufficientCredits as short:
-        # The shortfall detour: buy exactly what is missing, then come back here.
-        messages.warning(request, f"{short} Nothing was moved.")
-        return redirect(
-            reverse("billing:add_credits")
-            + f"?need={short.shortfall}&next={reverse('training:allocations')}"
-        )
-    except (assignments.AllocationRefused, CreditsError) as refusal:
-        messages.error(request, str(refusal))
-    return redirect("training:allocations")
 
 
 def _manager_figures(managers: list[CourseManager]) -> dict:
@@ -203,7 +98,7 @@ def invite(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.error(request, error)
         return redirect("training:managed_course", manager.pk)
     try:
-        result = assignments.invite(
+        result = invitations.invite(
             manager=manager,
             level=form.cleaned_data["level"],
             text=form.cleaned_data["emails"],
@@ -214,7 +109,7 @@ def invite(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             f"{short} No invitation was sent: ask your admin to assign you more credits.",
         )
-    except (assignments.AllocationRefused, CreditsError) as refusal:
+    except (invitations.InvitationRefused, CreditsError) as refusal:
         messages.error(request, str(refusal))
     else:
         if result.sent:
@@ -250,9 +145,9 @@ def _back_to_course(request: HttpRequest, invitation: Assignment) -> HttpRespons
 def invitation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _my_invitation(request, pk)
     try:
-        assignments.invite_cancel(assignment=invitation, actor=request.user)
+        invitations.invite_cancel(assignment=invitation, actor=request.user)
         messages.success(request, f"Invitation of {invitation.email} cancelled; credit released.")
-    except (assignments.AllocationRefused, CreditsError) as refusal:
+    except (invitations.InvitationRefused, CreditsError) as refusal:
         messages.error(request, str(refusal))
     return _back_to_course(request, invitation)
 
@@ -262,9 +157,9 @@ def invitation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def invitation_reinvite(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _my_invitation(request, pk)
     try:
-        assignments.reinvite(assignment=invitation)
+        invitations.reinvite(assignment=invitation)
         messages.success(request, f"{invitation.email} invited again with a new link.")
-    except assignments.AllocationRefused as refusal:
+    except invitations.InvitationRefused as refusal:
         messages.error(request, str(refusal))
     return _back_to_course(request, invitation)
 
@@ -280,10 +175,10 @@ def _refused(request: HttpRequest, refusal: Exception, status: int) -> HttpRespo
     return _accept_page(request, context, status)
 
 
-def _refusal_status(refusal: assignments.AllocationRefused) -> int:
-    if isinstance(refusal, assignments.InvitationNotYours):
+def _refusal_status(refusal: invitations.InvitationRefused) -> int:
+    if isinstance(refusal, invitations.InvitationNotYours):
         return 403
-    if isinstance(refusal, assignments.InvitationDead) and refusal.reason != "used":
+    if isinstance(refusal, invitations.InvitationDead) and refusal.reason != "used":
         return 410  # the link is gone for good
     return 409
 
@@ -299,8 +194,8 @@ def accept(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     creates the account, the membership and the charge together or not at all."""
     user = request.user if request.user.is_authenticated else None
     try:
-        invitation = assignments.invitation_for_link(token=token, user=user)
-    except assignments.AllocationRefused as refusal:
+        invitation = invitations.invitation_for_link(token=token, user=user)
+    except invitations.InvitationRefused as refusal:
         return _refused(request, refusal, _refusal_status(refusal))
     if invitation.status != Assignment.Status.INVITED:  # this very user accepted it already
         messages.info(request, f"You are already enrolled in {invitation.level}.")
@@ -319,14 +214,14 @@ def accept(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
     if not form.is_valid():
         return _accept_page(request, context, status=400)
     try:
-        accepted = assignments.invite_accept(
+        accepted = invitations.invite_accept(
             token=token, user=user, password=form.cleaned_data["password"]
         )
     except AccountExists:
         # Created a moment ago (another tab, another invitation): it signs in, then accepts.
         messages.info(request, f"{invitation.email} has an account now: log in to accept.")
         return _login_first(request)
-    except assignments.AllocationRefused as refusal:  # InvitationShort among them
+    except invitations.InvitationRefused as refusal:  # InvitationShort among them
         return _refused(request, refusal, _refusal_status(refusal))
     except CreditsError as refusal:
         return _refused(request, refusal, 409)
@@ -341,22 +236,53 @@ def _enrolled(request: HttpRequest, invitation: Assignment) -> HttpResponse:
     return redirect("training:my_training")
 
 
-@require_POST
-@member_required()
-def assignment_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    item = get_object_or_404(
-        Assignment, pk=pk, organization=request.organization, user=request.user
-    )
-    form = ProgressForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Choose how far you are (0 to 100%).")
+@require_http_methods(["GET", "POST"])
+def join(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    """A training plan's invitation link. GET only shows what it joins, with a button; the
+    POST joins: as the signed-in account if it is the invited address, else as a new account
+    with the chosen password (an address that has an account logs in first). A removed
+    participant, or a cancelled or completed plan, gets a page that says so; account,
+    membership and place in the plan are created together or not at all."""
+    user = request.user if request.user.is_authenticated else None
+
+    def refused(refusal: joining.JoinRefused) -> HttpResponse:
+        # 410 Gone for a link that will never work again; the others can be put right.
+        status = {"unknown": 404, "not_yours": 403, "used": 409}.get(refusal.reason, 410)
+        context = {"refusal": str(refusal), "sign_in": refusal.sign_in and user is None}
+        return render(request, "training/join.html", context, status=status)
+
+    def joined(person: Participant, message: str) -> HttpResponse:
+        request.session["organization_id"] = person.plan.organization_id
+        messages.success(request, message)
         return redirect("training:my_training")
-    progress = form.cleaned_data["progress"]
-    if item.status == Assignment.Status.ACCEPTED:
-        item.start()
-    if item.status == Assignment.Status.STARTED and progress:
-        item.progress = max(item.progress, min(progress, 100))
-        if item.progress == 100:
-            item.finish()
-    item.save(update_fields=["status", "progress"])
-    return redirect("training:my_training")
+
+    try:
+        person = joining.participant_for_link(token=token, user=user)
+    except joining.JoinRefused as refusal:
+        return refused(refusal)
+    if joining.already_joined(person, user):
+        return joined(person, f"You are already in the training plan {person.plan.name}.")
+    has_account = user is None and User.objects.filter(email__iexact=person.email).exists()
+    form = AcceptForm(
+        request.POST if request.method == "POST" else None,
+        email=person.email,
+        needs_password=user is None and not has_account,
+    )
+    context = {"person": person, "form": form, "needs_login": has_account}
+    if request.method == "GET":
+        return render(request, "training/join.html", context)
+    if has_account:
+        return redirect(f"{reverse('login')}?next={request.path}")
+    if not form.is_valid():
+        return render(request, "training/join.html", context, status=400)
+    try:
+        person = joining.plan_join(token=token, user=user, password=form.cleaned_data["password"])
+    except joining.AccountExists:
+        # Created a moment ago (another tab, another invitation): it logs in, then joins.
+        messages.info(request, f"{person.email} has an account now: log in to join.")
+        return redirect(f"{reverse('login')}?next={request.path}")
+    except joining.JoinRefused as refusal:
+        return refused(refusal)
+    if user is None:
+        login(request, person.user, backend="django.contrib.auth.backends.ModelBackend")
+    return joined(person, f"Welcome to {person.plan.organization.name}'s training.")

@@ -8,7 +8,11 @@ from .services import MAX_SEATS
 
 # A pasted list or a CSV of this size is thousands of people: beyond it, split the file.
 MAX_EMAILS_TEXT = 100_000
+
+
 MAX_CSV_BYTES = 2 * 1024 * 1024
+
+
 PLAN_NAME_LENGTH = 200
 
 

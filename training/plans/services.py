@@ -6,7 +6,6 @@ import csv
 import datetime as dt
 import hashlib
 import io
-import zoneinfo
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -16,26 +15,17 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from accounts.models import Membership, Organization, User
-from catalog.models import CartLine, Level
-from config.errors import Refusal
+from catalog.models import CartLine
 from credits import services as ledger
 from credits.models import LedgerTransaction
+from training.common import TrainingRefused, bounded, people_phrase, split_emails
+from training.emails import send_assignment_emails
+from training.models import Enrollment, ItemAssignment, Participant, PlanItem, TrainingPlan
 
-from .models import (
-    Enrollment,
-    ItemAssignment,
-    LevelChange,
-    Participant,
-    PlanItem,
-    TrainingPlan,
-)
-from .tasks import send_assignment_emails
-
-LEVEL_CHANGE_DAYS = 7
 MAX_SEATS = 100_000
 
 
-class PlanRefused(Refusal):
+class PlanRefused(TrainingRefused):
     """A refusal fit to show to the user."""
 
 
@@ -52,7 +42,7 @@ class Added:
     seats_raised: list[tuple[PlanItem, int]] = field(default_factory=list)
 
 
-def _lock_plan(plan: TrainingPlan) -> TrainingPlan:
+def plan_lock(plan: TrainingPlan) -> TrainingPlan:
     """Every change to a plan's people, seats or confirmation takes the plan row first: one
     lock order, so Remove, Add and Confirm users on one plan happen one after the other."""
     return TrainingPlan.objects.select_for_update(of=("self",)).get(pk=plan.pk)
@@ -80,12 +70,6 @@ def plan_create_from_cart(
     return plan
 
 
-def split_emails(text: str) -> list[str]:
-    for separator in ",;\t":
-        text = text.replace(separator, "\n")
-    return [part.strip() for part in text.splitlines() if part.strip()]
-
-
 def participants_add(*, plan: TrainingPlan, rows: list[str]) -> Added:
     """Add people by email: members of the organization join as themselves; other addresses
     are invited (an account is created when they accept). Bad rows are reported, the rest
@@ -94,7 +78,7 @@ def participants_add(*, plan: TrainingPlan, rows: list[str]) -> Added:
     people."""
     result = Added()
     with transaction.atomic():
-        plan = _lock_plan(plan)
+        plan = plan_lock(plan)
         if plan.status in (TrainingPlan.Status.COMPLETED, TrainingPlan.Status.CANCELLED):
             raise PlanRefused("This plan is closed; create a new one.")
         existing = set(plan.participants.values_list("email", flat=True))
@@ -263,7 +247,7 @@ def plan_confirm(
     number of people."""
     organization = plan.organization
     with transaction.atomic():
-        plan = _lock_plan(plan)
+        plan = plan_lock(plan)
         key = f"plan:{plan.pk}:confirm:{token}"
         first = LedgerTransaction.objects.filter(
             organization=organization, idempotency_key=key
@@ -313,7 +297,7 @@ def plan_confirm(
             redemption = ledger.credits_redeem(
                 account=pool,
                 quantity=total,
-                reference=_bounded(f"Training plan: {plan.name} ({people_phrase(len(people))})"),
+                reference=bounded(f"Training plan: {plan.name} ({people_phrase(len(people))})"),
                 idempotency_key=key,
                 actor=user,
                 allow_overage=overage,
@@ -353,18 +337,8 @@ def _replayed(first: LedgerTransaction) -> Confirmation:
     )
 
 
-def people_phrase(count: int) -> str:
-    """ "1 person", "1,204 people"."""
-    return f"{count:,} {'person' if count == 1 else 'people'}"
-
-
-def _bounded(text: str, limit: int = 255) -> str:
-    """Ledger references are 255 characters; a long plan name is shortened, not refused."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _hold_reference(plan: TrainingPlan, assignment: ItemAssignment) -> str:
-    return _bounded(f"{plan.name}: {assignment.participant.email}, {assignment.item.level}")
+    return bounded(f"{plan.name}: {assignment.participant.email}, {assignment.item.level}")
 
 
 def participant_remove(*, participant: Participant, user: User) -> str:
@@ -374,7 +348,7 @@ def participant_remove(*, participant: Participant, user: User) -> str:
     with transaction.atomic():
         # The plan first: a Confirm users running now finishes before this looks, so the
         # person is either confirmed (and their holds released below) or never charged.
-        _lock_plan(participant.plan)
+        plan_lock(participant.plan)
         participant = Participant.objects.select_for_update(of=("self",)).get(pk=participant.pk)
         if participant.removed_at:
             return f"{participant.email} was already removed."
@@ -400,41 +374,7 @@ def participant_remove(*, participant: Participant, user: User) -> str:
     return f"{participant.email} removed."
 
 
-def enrollment_start(*, enrollment: Enrollment, user: User) -> Enrollment:
-    """The learner starts: under policy `start` the hold is captured now (exactly once)."""
-    organization = enrollment.participant.plan.organization
-    with transaction.atomic():
-        enrollment = Enrollment.objects.select_for_update().get(pk=enrollment.pk)
-        if enrollment.status != Enrollment.Status.ASSIGNED:
-            return enrollment
-        if enrollment.hold_id:
-            ledger.hold_capture(
-                hold=enrollment.hold,
-                actor=user,
-                allow_overage=organization.when_short == Organization.WhenShort.BILL_OVERAGE,
-            )
-        enrollment.start()
-        enrollment.started_at = timezone.now()
-        enrollment.save(update_fields=["status", "started_at"])
-    return enrollment
-
-
-def enrollment_progress(*, enrollment: Enrollment, progress: int) -> Enrollment:
-    if enrollment.status != Enrollment.Status.STARTED:
-        raise PlanRefused("Start the course first.")
-    enrollment.progress = max(enrollment.progress, min(max(progress, 0), 100))
-    fields = ["progress"]
-    if enrollment.progress == 100:
-        enrollment.finish()
-        enrollment.completed_at = timezone.now()
-        fields += ["status", "completed_at"]
-    enrollment.save(update_fields=fields)
-    if enrollment.status == Enrollment.Status.COMPLETED:
-        _complete_if_done(enrollment.participant.plan)
-    return enrollment
-
-
-def _complete_if_done(plan: TrainingPlan) -> None:
+def plan_complete_if_done(plan: TrainingPlan) -> None:
     """A confirmed plan is completed once nobody still in it has anything left to finish."""
     open_work = Enrollment.objects.filter(
         participant__plan=plan, participant__removed_at__isnull=True
@@ -450,7 +390,7 @@ def _complete_if_done(plan: TrainingPlan) -> None:
 def plan_cancel(*, plan: TrainingPlan) -> None:
     """Drop a draft: nothing was charged yet, so nothing is to give back."""
     with transaction.atomic():
-        plan = _lock_plan(plan)
+        plan = plan_lock(plan)
         if not can_proceed(plan.cancel):
             raise PlanRefused("Only a draft plan can be cancelled; this one has confirmed people.")
         plan.cancel()
@@ -462,7 +402,7 @@ def item_seats_set(*, item: PlanItem, seats: int) -> PlanItem:
     if not 1 <= seats <= MAX_SEATS:
         raise PlanRefused(f"Choose between 1 and {MAX_SEATS:,} seats.")
     with transaction.atomic():
-        plan = _lock_plan(item.plan)
+        plan = plan_lock(item.plan)
         if plan.status in (TrainingPlan.Status.COMPLETED, TrainingPlan.Status.CANCELLED):
             raise PlanRefused("This plan is closed; create a new one.")
         item = PlanItem.objects.select_for_update().get(pk=item.pk)
@@ -481,7 +421,7 @@ def assignment_toggle(*, item: PlanItem, participant: Participant) -> bool:
     """Put a pending person in an item's seat, or take them out of it. A confirmed seat is
     not changed here (remove the person instead). Returns whether they are in it now."""
     with transaction.atomic():
-        plan = _lock_plan(item.plan)
+        plan = plan_lock(item.plan)
         if plan.status in (TrainingPlan.Status.COMPLETED, TrainingPlan.Status.CANCELLED):
             raise PlanRefused("This plan is closed; create a new one.")
         participant = Participant.objects.get(pk=participant.pk, plan=plan)
@@ -501,184 +441,3 @@ def assignment_toggle(*, item: PlanItem, participant: Participant) -> bool:
             raise PlanRefused(f"Every seat of {item.level} is taken: add a seat first.")
         ItemAssignment.objects.create(item=item, participant=participant)
         return True
-
-
-def enrollment_change_level(
-    *, enrollment: Enrollment, level: Level, staff: User, reason: str
-) -> LevelChange:
-    """Support moves an enrollment to another level of its course, until 7 days after the
-    plan's start date, and the cost difference is settled through the ledger. Returns the
-    LevelChange it recorded, whose id keys every ledger transaction it caused.
-
-    - Credits still held (policy `start`, not started yet): the hold is released and one of
-      the new cost placed.
-    - Credits charged (policy `confirm`, or `start` once the learner started): a dearer level
-      redeems the difference from the pool (as overage when the organization bills it); a
-      cheaper one gives the difference back from the enrollment's charges, newest first,
-      into the lots they took it from (`credits_reverse`). What cannot come back (lots that
-      expired or were revoked since, credits billed as overage) is recorded as not returned.
-
-    Every refusal is PlanRefused, fit to show, and changes nothing: too late, another course,
-    the same level, no reason, not enough credits, or any other refusal of the ledger.
-    """
-    if not reason.strip():
-        raise PlanRefused("Give a reason.")
-    try:
-        with transaction.atomic():
-            return _change_level(enrollment=enrollment, level=level, staff=staff, reason=reason)
-    except ledger.InsufficientCredits as short:
-        raise PlanRefused(
-            f"Not enough credits to move this enrollment to {level}: {short.available:,} "
-            f"available, {_credits(short.shortfall)} short. Nothing was changed; add credits "
-            "or choose another level."
-        ) from short
-    except ledger.CreditsError as refusal:
-        raise PlanRefused(f"The ledger refused this level change: {refusal}") from refusal
-
-
-def _credits(count: int) -> str:
-    return f"{count:,} credit{'' if count == 1 else 's'}"
-
-
-def _change_level(*, enrollment: Enrollment, level: Level, staff: User, reason: str) -> LevelChange:
-    # The plan row, then the enrollment: the order Remove and Confirm users keep, so a
-    # removal (which releases the same hold) and this change take turns instead of
-    # deadlocking, and changes of one enrollment run one after the other.
-    plan_id = Enrollment.objects.values_list("participant__plan_id", flat=True).get(
-        pk=enrollment.pk
-    )
-    plan = (
-        TrainingPlan.objects.select_for_update(of=("self",))
-        .select_related("organization")
-        .get(pk=plan_id)
-    )
-    Enrollment.objects.select_for_update().filter(pk=enrollment.pk).values_list("pk").get()
-    # Read after the lock, in a statement of its own: a start committed while this waited
-    # has captured the hold, and the locking statement would still show the hold as it was.
-    enrollment = Enrollment.objects.select_related("hold__account", "level", "participant").get(
-        pk=enrollment.pk
-    )
-    organization = plan.organization
-    zone = zoneinfo.ZoneInfo(organization.time_zone)
-    last_day = plan.start_date + dt.timedelta(days=LEVEL_CHANGE_DAYS)
-    if timezone.now().astimezone(zone).date() > last_day:
-        raise PlanRefused(
-            f"Level changes are possible until {last_day:%b %-d, %Y} (7 days after the plan "
-            "started); this one is too late."
-        )
-    if enrollment.status == Enrollment.Status.REMOVED:
-        raise PlanRefused(f"{enrollment.participant} was removed from this plan.")
-    if level.course_id != enrollment.level.course_id:
-        raise PlanRefused("The new level must be of the same course.")
-    if level.pk == enrollment.level_id:
-        raise PlanRefused("That is already the enrollment's level.")
-    change = LevelChange.objects.create(
-        enrollment=enrollment,
-        from_level=enrollment.level,
-        to_level=level,
-        from_cost=enrollment.cost,
-        to_cost=level.credit_cost,
-        reason=reason.strip(),
-        staff=staff,
-    )
-    key = f"level-change:{change.pk}"
-    label = f"Level change #{change.pk}: {enrollment.participant.email}, {level}"[:255]
-    overage = organization.when_short == Organization.WhenShort.BILL_OVERAGE
-    hold = enrollment.hold
-    if hold is not None and hold.status == "active" and hold.quantity == level.credit_cost:
-        pass  # Not started, and the levels cost the same: the hold stays as it is.
-    elif hold is not None and hold.status != "captured":
-        # Not started: nothing is charged yet, the hold just follows the cost. (A hold found
-        # released belongs to an enrollment an earlier, key-reusing change left without
-        # one; it gets its new hold without a release.)
-        if hold.status == "active":
-            change.released = ledger.hold_release(hold=hold, actor=staff)
-        change.hold = ledger.hold_place(
-            account=hold.account,
-            quantity=level.credit_cost,
-            reference=label,
-            idempotency_key=f"{key}:hold",
-            actor=staff,
-            allow_overage=overage,
-        )
-        enrollment.hold = change.hold
-    elif change.to_cost > change.from_cost:
-        change.charge = ledger.credits_redeem(
-            account=ledger.pool_account(organization=organization),
-            quantity=change.to_cost - change.from_cost,
-            reference=label,
-            idempotency_key=f"{key}:charge",
-            actor=staff,
-            allow_overage=overage,
-        )
-        change.credits_moved = change.charge.quantity
-    elif change.to_cost < change.from_cost:
-        reversals = _give_back(
-            enrollment, change, change.from_cost - change.to_cost, key=key, staff=staff
-        )
-        change.reversals.set(reversals)
-    change.save(
-        update_fields=["credits_moved", "credits_not_returned", "charge", "released", "hold"]
-    )
-    enrollment.level = level
-    enrollment.cost = level.credit_cost
-    enrollment.save(update_fields=["level", "cost", "hold"])
-    return change
-
-
-def _give_back(
-    enrollment: Enrollment, change: LevelChange, quantity: int, *, key: str, staff: User
-) -> list[LedgerTransaction]:
-    """Reverse `quantity` credits from what the enrollment was charged, newest charge first:
-    its earlier level changes' redemptions, then the first charge (the plan's redemption, or
-    the capture of its hold when the learner started). Each charge gives back no more than
-    the enrollment's part of it less what its earlier level changes took back from it."""
-    earlier = enrollment.level_changes.exclude(pk=change.pk)
-    charges = [
-        (row.charge, row.charge.quantity)
-        for row in earlier.filter(charge__isnull=False).select_related("charge").order_by("-pk")
-    ]
-    hold = enrollment.hold
-    if hold is not None and hold.status == "captured":
-        charges.append((hold.resolved_by, hold.quantity))
-    elif enrollment.redemption_id:
-        # One redemption pays for the whole plan; the enrollment's part is what it cost then,
-        # before any level change.
-        first = earlier.order_by("pk").first()
-        charges.append((enrollment.redemption, first.from_cost if first else change.from_cost))
-    taken_back: dict[int, int] = {}
-    for original_id, part in LevelChange.reversals.through.objects.filter(
-        levelchange__enrollment=enrollment
-    ).values_list("ledgertransaction__reversal_of_id", "ledgertransaction__quantity"):
-        taken_back[original_id] = taken_back.get(original_id, 0) + part
-    reversals = []
-    left = quantity
-    for charge, share in charges:
-        # Never ask the ledger for more than the charge has left: changes made before level
-        # changes were recorded (settled by adjustment) can make a share look larger than it
-        # is. Every enrollment the charge paid for is in this plan, whose row is locked, so
-        # what is left cannot change before the reversal below.
-        left_in_charge = charge.quantity - (
-            charge.reversals.aggregate(total=models.Sum("quantity"))["total"] or 0
-        )
-        part = min(left, share - taken_back.get(charge.pk, 0), left_in_charge)
-        if part <= 0:
-            continue
-        reversal = ledger.credits_reverse(
-            original=charge,
-            quantity=part,
-            reason=f"Level change #{change.pk}: {change.reason}",
-            idempotency_key=f"{key}:reverse:{charge.pk}",
-            actor=staff,
-        )
-        figures = ledger.reversal_figures(reversal=reversal)
-        change.credits_moved -= figures.returned
-        change.credits_not_returned += figures.lapsed + figures.overage
-        reversals.append(reversal)
-        left -= part
-        if left == 0:
-            break
-    # Charges recorded before level changes were (an old change settled by adjustment) may
-    # not cover the difference: what no charge accounts for is not given back.
-    change.credits_not_returned += left
-    return reversals

@@ -1,0 +1,1 @@
+"""Assign credits: pool → course → manager, and an admin's direct enrollment."""

@@ -1,0 +1,127 @@
+"""Assign credits (admins): the pool, each course's earmark and its managers' shares."""
+
+import uuid
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.decorators import admin_required
+from accounts.models import Membership, User
+from catalog.models import Course, Level
+from credits import selectors as credit_selectors
+from credits.models import Account
+from credits.services import CreditsError, InsufficientCredits
+from training.models import CourseManager
+
+from . import services
+from .forms import AllocationForm
+
+
+@never_cache
+@require_GET
+@admin_required
+def allocations(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    # A read: accounts not created yet count as empty; figures come in three queries.
+    accounts = list(Account.objects.filter(organization=organization))
+    figures = credit_selectors.account_figures(accounts=accounts)
+    by_scope = {(a.kind, a.course_id, a.manager_id): figures[a.pk] for a in accounts}
+
+    def figures_of(kind: str, course_id=None, manager_id=None):
+        return by_scope.get((kind, course_id, manager_id), credit_selectors.NO_FIGURES)
+
+    managers = list(CourseManager.objects.filter(organization=organization).select_related("user"))
+    rows = [
+        {
+            "course": course,
+            "figures": figures_of(Account.Kind.COURSE, course.pk),
+            "managers": [
+                {"manager": m, "figures": figures_of(Account.Kind.MANAGER, course.pk, m.user_id)}
+                for m in managers
+                if m.course_id == course.pk
+            ],
+        }
+        for course in Course.objects.filter(published=True).prefetch_related("levels")
+    ]
+    members = Membership.objects.filter(organization=organization).select_related("user")
+    return render(
+        request,
+        "training/allocations.html",
+        {
+            "rows": rows,
+            "pool": figures_of(Account.Kind.POOL),
+            "members": members,
+            "token": uuid.uuid4(),
+        },
+    )
+
+
+@require_POST
+@admin_required
+def allocation_action(request: HttpRequest) -> HttpResponse:
+    """Every form of the Assign credits page posts here with its `action`."""
+    organization = request.organization
+    form = AllocationForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+        return redirect("training:allocations")
+    data = form.cleaned_data
+    action, quantity = data["action"], data["quantity"]
+    # Without a token (an old page), each post is its own request.
+    key = f"ui:{data['token'] or uuid.uuid4()}"
+    try:
+        if action in ("allocate", "release"):
+            course = get_object_or_404(Course, pk=data["course"])
+            do = services.course_allocate if action == "allocate" else services.course_release
+            do(
+                organization=organization,
+                course=course,
+                quantity=quantity,
+                actor=request.user,
+                key=key,
+            )
+            messages.success(
+                request, f"{quantity:,} credit{pluralize(quantity)} moved for {course}."
+            )
+        elif action == "register":
+            course = get_object_or_404(Course, pk=data["course"])
+            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
+            services.manager_register(organization=organization, course=course, user=user)
+            messages.success(request, f"{user.email} now manages {course}.")
+        elif action in ("assign", "take_back"):
+            manager = get_object_or_404(
+                CourseManager, pk=data["manager"], organization=organization
+            )
+            do = services.manager_assign if action == "assign" else services.manager_take_back
+            do(manager=manager, quantity=quantity, actor=request.user, key=key)
+            messages.success(
+                request,
+                f"{quantity:,} credit{pluralize(quantity)} moved for {manager.user.email}.",
+            )
+        else:  # enroll
+            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
+            level = get_object_or_404(Level, pk=data["level"])
+            services.manual_enroll(
+                organization=organization,
+                user=user,
+                level=level,
+                actor=request.user,
+                token=str(data["token"] or uuid.uuid4()),
+            )
+            messages.success(request, f"{user.email} is enrolled in {level}.")
+    except InsufficientCredits as short:
+        # The shortfall detour: buy exactly what is missing, then come back here.
+        messages.warning(request, f"{short} Nothing was moved.")
+        return redirect(
+            reverse("billing:add_credits")
+            + f"?need={short.shortfall}&next={reverse('training:allocations')}"
+        )
+    except (services.AllocationRefused, CreditsError) as refusal:
+        messages.error(request, str(refusal))
+    return redirect("training:allocations")

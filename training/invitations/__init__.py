@@ -1,0 +1,1 @@
+"""Invitations: a manager's invitations to a course, and a plan's join links."""

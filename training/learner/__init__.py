@@ -1,0 +1,1 @@
+"""My training: what a learner starts and how far they are."""

@@ -1,0 +1,1 @@
+"""Training plans: checkout, people and seats, Confirm users, support's level change."""
