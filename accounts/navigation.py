@@ -11,6 +11,7 @@ NAVIGATION: dict[str, list[tuple[str, str]]] = {
         ("Catalog", "catalog:index"),
         ("Cart", "catalog:cart"),
         ("Training plans", "training:plans"),
+        ("Assign credits", "training:allocations"),
         ("Credits", "credits:overview"),
         ("Billing", "billing:overview"),
     ],

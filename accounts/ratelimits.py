@@ -7,6 +7,7 @@ must not give an attacker a second budget.
 """
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,12 +19,16 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 
-def _posted_email(field: str) -> Callable[[str, HttpRequest], str]:
-    """The posted address as the account is looked up (case-insensitively), so that varying
-    the case or padding does not start a fresh counter."""
+def email_key(value: str) -> str:
+    """An address as the account lookup sees it. Django's login form folds compatibility
+    characters (NFKC: a fullwidth letter is the plain one) and the lookup ignores case, so
+    the counter folds the same way, or each spelling of one address would get a budget."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
 
+
+def _posted_email(field: str) -> Callable[[str, HttpRequest], str]:
     def key(group: str, request: HttpRequest) -> str:
-        return request.POST.get(field, "").strip().lower()
+        return email_key(request.POST.get(field, ""))
 
     return key
 

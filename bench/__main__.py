@@ -6,13 +6,14 @@ import django
 
 django.setup()
 
-from . import confirm_users, expire_lots, redeem_hot_org  # noqa: E402
+from . import confirm_users, expire_lots, redeem_during_expiry, redeem_hot_org  # noqa: E402
 from .support import prepare_django_database  # noqa: E402
 
 BENCHMARKS = {
     "redeem_hot_org": redeem_hot_org.run,
     "confirm_users": confirm_users.run,
     "expire_lots": expire_lots.run,
+    "redeem_during_expiry": redeem_during_expiry.run,
 }
 
 

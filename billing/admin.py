@@ -1,14 +1,19 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from config.admin import ReadOnlyAdmin
 
+from . import webhooks
 from .models import (
     CreditPackage,
+    Dispute,
+    OverageInvoice,
+    Payment,
     PriceList,
     Purchase,
     StripeCustomer,
     StripeEvent,
     Subscription,
+    SubscriptionInvoice,
     SubscriptionPlan,
     VolumeTier,
 )
@@ -62,11 +67,90 @@ class PurchaseAdmin(ReadOnlyAdmin):
     list_select_related = ["organization"]
 
 
+@admin.register(SubscriptionInvoice)
+class SubscriptionInvoiceAdmin(ReadOnlyAdmin):
+    list_display = ["invoice_id", "subscription", "billing_reason", "status", "lot", "paid_at"]
+    list_filter = ["billing_reason", "status"]
+    search_fields = ["invoice_id", "payment_reference", "subscription__stripe_subscription_id"]
+    list_select_related = ["subscription__organization", "subscription__plan", "lot"]
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    """Refunds of a payment as Stripe reported them, parked until the payment is known."""
+
+    list_display = ["reference", "charge_id", "amount_minor", "refunded_minor", "refund_credits"]
+    search_fields = ["reference", "charge_id"]
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    list_display = ["dispute_id", "payment", "amount_minor", "currency", "status", "revocation"]
+    list_filter = ["status"]
+    search_fields = ["dispute_id", "payment__reference"]
+    list_select_related = ["payment", "revocation"]
+
+
+@admin.register(OverageInvoice)
+class OverageInvoiceAdmin(ReadOnlyAdmin):
+    """Monthly overage invoices; `Payment failed` ones are shown to the admins too."""
+
+    list_display = [
+        "organization",
+        "month",
+        "quantity",
+        "amount_minor",
+        "status",
+        "attempt_count",
+        "failed_at",
+        "stripe_invoice_id",
+    ]
+    list_filter = ["status", "month"]
+    search_fields = ["organization__name", "stripe_invoice_id"]
+    list_select_related = ["organization"]
+
+
 @admin.register(StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ["event_id", "type", "received_at", "processed_at"]
-    list_filter = ["type"]
-    search_fields = ["event_id", "type"]
+    """Every Stripe event as it arrived, what became of it, and the error of one that could
+    not be applied. Support fixes the cause (a plan's price id, a missing organization...),
+    then runs "Process again"."""
+
+    list_display = ["event_id", "type", "status", "attempts", "created", "processed_at"]
+    list_filter = ["status", "type"]
+    search_fields = ["event_id", "type", "last_error"]
+    readonly_fields = [
+        "event_id",
+        "type",
+        "status",
+        "attempts",
+        "last_error",
+        "created",
+        "received_at",
+        "processed_at",
+        "payload",
+    ]
+    actions = ["process_again"]
+
+    @admin.action(description="Process again")
+    def process_again(self, request, queryset):
+        done, failed, skipped = 0, [], 0
+        for record in queryset.order_by("created", "pk"):
+            if record.status == StripeEvent.Status.PROCESSED:
+                skipped += 1
+                continue
+            try:
+                webhooks.event_process(event_pk=record.pk)
+            except Exception as error:
+                failed.append(f"{record.event_id}: {webhooks._describe(error)}")
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"{done} event(s) processed.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} were processed already.", messages.INFO)
+        for failure in failed:
+            self.message_user(request, f"Still failing: {failure}", messages.ERROR)
 
 
 @admin.register(SubscriptionPlan)
@@ -80,7 +164,14 @@ class SubscriptionPlanAdmin(admin.ModelAdmin):
 class SubscriptionAdmin(ReadOnlyAdmin):
     """Read-only: Stripe's events keep subscriptions in step."""
 
-    list_display = ["organization", "plan", "status", "cancel_at_period_end", "current_period_end"]
+    list_display = [
+        "organization",
+        "plan",
+        "status",
+        "pending_plan",
+        "cancel_at_period_end",
+        "current_period_end",
+    ]
     list_filter = ["status", "plan"]
     search_fields = ["organization__name", "stripe_subscription_id"]
     list_select_related = ["organization", "plan"]

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django_fsm import FSMField, transition
+from django_fsm import RETURN_VALUE, FSMField, transition
 
 
 class PriceList(models.Model):
@@ -76,6 +76,13 @@ class Purchase(models.Model):
         PENDING = "pending", "Waiting for payment"
         PAID = "paid", "Paid"
         FAILED = "failed", "Payment failed"
+        CANCELLED = "cancelled", "Cancelled"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+        REFUNDED = "refunded", "Refunded"
+        DISPUTED = "disputed", "Disputed"
+
+    # Paid, and whatever refunds and disputes made of it since (billing/refunds.py).
+    SETTLED = (Status.PAID, Status.PARTIALLY_REFUNDED, Status.REFUNDED, Status.DISPUTED)
 
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, related_name="purchases"
@@ -118,7 +125,8 @@ class Purchase(models.Model):
     def __str__(self) -> str:
         return f"Purchase {self.pk}: {self.quantity} credits ({self.status})"
 
-    @transition(field=status, source=Status.PENDING, target=Status.PAID)
+    # A session Stripe says is paid took the money, even if it was seen expiring first.
+    @transition(field=status, source=[Status.PENDING, Status.CANCELLED], target=Status.PAID)
     def mark_paid(self) -> None:
         pass
 
@@ -126,14 +134,36 @@ class Purchase(models.Model):
     def mark_failed(self) -> None:
         pass
 
+    @transition(field=status, source=Status.PENDING, target=Status.CANCELLED)
+    def mark_cancelled(self) -> None:
+        pass
+
+    @transition(field=status, source=list(SETTLED), target=RETURN_VALUE(*SETTLED))
+    def mark_settled(self, status: str) -> str:
+        return status
+
 
 class StripeEvent(models.Model):
-    """Every webhook event, stored once by its Stripe id: a redelivery is recognised."""
+    """Every webhook event, stored once by its Stripe id before it is answered, then
+    processed by a task (billing/webhooks.py): a redelivery is recognised, and an event whose
+    handler failed stays here with its error until a retry applies it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to be processed"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
 
     event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=100, db_index=True)
     payload = models.JSONField()
+    # Stripe's own time for the event: the order handlers compare, not the arrival order.
+    created = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -186,9 +216,20 @@ class Subscription(models.Model):
     cancel_at_period_end = models.BooleanField(default=False)
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
+    # Stripe's `created` of the newest state applied (a customer.subscription.* event, or the
+    # first paid invoice making it active): an older event arriving late changes nothing.
+    state_as_of = models.DateTimeField(null=True, blank=True)
+    # An upgrade asked of Stripe and not paid yet (payment_behavior=pending_if_incomplete):
+    # the plan stays the old one until the proration invoice is paid.
+    pending_plan = models.ForeignKey(
+        SubscriptionPlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    pending_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     LIVE_STATUSES = ("active", "trialing", "past_due")
+    # Stripe never brings a subscription back from these.
+    ENDED_STATUSES = ("canceled", "incomplete_expired")
 
     class Meta:
         ordering = ["-created_at"]
@@ -199,3 +240,167 @@ class Subscription(models.Model):
     @property
     def live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+
+class SettledStatus(models.TextChoices):
+    """What refunds and disputes made of a paid invoice (as Purchase.SETTLED)."""
+
+    PAID = "paid", "Paid"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+    REFUNDED = "refunded", "Refunded"
+    DISPUTED = "disputed", "Disputed"
+
+
+class SubscriptionInvoice(models.Model):
+    """A paid subscription invoice and the lot it granted: a period's credits
+    (`subscription_create`, `subscription_cycle`) or an upgrade's difference
+    (`subscription_update`). It names its payment, so that a refund or dispute finds the lot.
+    The row may be created first by `invoice_payment.paid` (which names the payment) and
+    completed by `invoice.paid`, in whichever order they come."""
+
+    invoice_id = models.CharField(max_length=255, unique=True)
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.PROTECT, null=True, blank=True, related_name="invoices"
+    )
+    billing_reason = models.CharField(max_length=40, blank=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    amount_paid_minor = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, blank=True)
+    # The PaymentIntent (or bare charge) that paid it: Payment.reference.
+    payment_reference = models.CharField(max_length=255, blank=True, db_index=True)
+    lot = models.OneToOneField(
+        "credits.Lot",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="subscription_invoice",
+    )
+    status = models.CharField(max_length=20, choices=SettledStatus.choices, blank=True)
+    note = models.CharField(max_length=255, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Invoice {self.invoice_id} ({self.billing_reason or 'not seen paid yet'})"
+
+
+class Payment(models.Model):
+    """One Stripe payment as refunds and disputes see it: how much Stripe says was refunded
+    so far and how many credits were revoked for that. Created by whichever comes first, the
+    refund or the fulfilment: a refund of a payment not known yet is parked here and applied
+    when the payment's lot is (billing/refunds.py). Its row is the lock that puts refunds,
+    disputes and the linking of the payment to its lot one after the other."""
+
+    # The PaymentIntent id (pi_...), or the charge id (ch_...) of a charge made without one.
+    reference = models.CharField(max_length=255, unique=True)
+    charge_id = models.CharField(max_length=255, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    amount_minor = models.BigIntegerField(null=True, blank=True, help_text="The charge's amount.")
+    # Cumulative, as Stripe reports it (`amount_refunded`): the largest figure seen wins, so
+    # events in any order end in the same place.
+    refunded_minor = models.BigIntegerField(default=0)
+    # Credits asked back for refunds so far: each new refund revokes only the increment.
+    refund_credits = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class Dispute(models.Model):
+    """A Stripe dispute of a payment. Its credits are revoked while it is open or lost and
+    given back (lot_restore) if it is won."""
+
+    # Funds stay with the customer's bank in these: the credits are revoked meanwhile.
+    UNRESOLVED = (
+        "warning_needs_response",
+        "warning_under_review",
+        "needs_response",
+        "under_review",
+        "appeal_needs_response",
+        "appeal_under_review",
+        "lost",
+    )
+    # Final states: an event with an older, open status arriving late changes nothing.
+    CLOSED = ("won", "lost", "warning_closed", "prevented")
+
+    dispute_id = models.CharField(max_length=255, unique=True)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="disputes")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=32)
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    revocation = models.OneToOneField(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    restoration = models.OneToOneField(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Dispute {self.dispute_id} ({self.status})"
+
+    @property
+    def withholds(self) -> bool:
+        return self.status in self.UNRESOLVED
+
+
+class OverageInvoice(models.Model):
+    """One month's overage of an organization on one Stripe invoice. The row (state
+    `invoicing`) and the claim on the overage rows commit before Stripe is asked; the
+    invoice's id is recorded afterwards, and its payment's fate from Stripe's events."""
+
+    class Status(models.TextChoices):
+        INVOICING = "invoicing", "Being invoiced"
+        OPEN = "open", "Invoiced"
+        PAID = "paid", "Paid"
+        PAYMENT_FAILED = "payment_failed", "Payment failed"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="overage_invoices"
+    )
+    month = models.CharField(max_length=7, help_text="YYYY-MM")
+    quantity = models.PositiveIntegerField()
+    amount_minor = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.INVOICING, db_index=True
+    )
+    stripe_invoice_id = models.CharField(max_length=255, blank=True, db_index=True)
+    hosted_invoice_url = models.URLField(max_length=2000, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_payment_attempt = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    status_as_of = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "month"], name="overage_invoice_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"Overage {self.month} of {self.organization} ({self.status})"
+
+    @property
+    def claim(self) -> str:
+        """The overage rows' reference while they are being invoiced; also the stem of the
+        Stripe idempotency keys."""
+        return f"overage:{self.organization_id}:{self.month}"

@@ -1,12 +1,20 @@
 """Everything that talks to Stripe, and the simulated checkout that stands in for it offline.
 
-`stripe_client()` is the one place a StripeClient is built. With no STRIPE_SECRET_KEY and
-DEBUG on, checkout goes to a local page clearly marked as simulated, whose "Pay" posts a
-correctly signed `checkout.session.completed` to the real webhook endpoint, so the very
-same fulfilment code runs. That page refuses to exist with a real key or with DEBUG off.
+`stripe_client()` is the one place a StripeClient is built. No caller holds a database
+lock (or an open transaction) while one of these functions waits on the network: the
+local intent is committed first and the result recorded in a second, short transaction.
+
+With no STRIPE_SECRET_KEY and DEBUG on, checkout goes to a local page clearly marked as
+simulated (billing/simulated.py), whose "Pay" posts correctly signed events to the real
+webhook endpoint, so the very same fulfilment code runs. That page refuses to exist with a
+real key or with DEBUG off.
 """
 
 from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
 
 import stripe
 from django.conf import settings
@@ -16,9 +24,6 @@ from accounts.models import Organization
 from config.errors import Refusal
 
 from .models import Purchase, StripeCustomer, Subscription, SubscriptionPlan
-
-# Used only by the simulated checkout, which exists only with DEBUG on and no real key.
-SIMULATED_WEBHOOK_SECRET = "whsec_simulated_offline_checkout"  # noqa: S105 - not a secret
 
 
 class PaymentsUnavailable(Refusal):
@@ -32,10 +37,45 @@ def simulated() -> bool:
     return not settings.STRIPE_SECRET_KEY and settings.DEBUG
 
 
+def payments_available() -> bool:
+    """Whether a checkout can be opened at all: asked before any row is written."""
+    return bool(settings.STRIPE_SECRET_KEY) or simulated()
+
+
 def webhook_secret() -> str:
     if settings.STRIPE_WEBHOOK_SECRET:
         return settings.STRIPE_WEBHOOK_SECRET
-    return SIMULATED_WEBHOOK_SECRET if simulated() else ""
+    return simulated_webhook_secret() if simulated() else ""
+
+
+def simulated_secret_path() -> Path:
+    return Path(
+        getattr(settings, "SIMULATED_WEBHOOK_SECRET_FILE", "")
+        or Path(settings.BASE_DIR) / ".local" / "simulated-webhook-secret"
+    )
+
+
+def simulated_webhook_secret() -> str:
+    """The secret the simulated checkout signs its events with: random, one per install,
+    made on first use in `.local/` (git-ignored, readable by its owner only). A constant
+    known to everyone would let anyone who can reach a DEBUG server post "paid" events."""
+    path = simulated_secret_path()
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Written in full to a private temporary file, then linked into place: a process racing
+    # this one never reads a half-written secret, and the first link wins.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"whsec_sim_{secrets.token_urlsafe(32)}\n")
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
 
 
 def stripe_client() -> stripe.StripeClient:
@@ -130,20 +170,26 @@ def subscription_checkout_create(
     return session.url
 
 
+def subscription_retrieve(subscription_id: str) -> dict:
+    return stripe_client().v1.subscriptions.retrieve(subscription_id).to_dict()
+
+
 def subscription_change_plan(subscription: Subscription, plan: SubscriptionPlan) -> None:
+    """Ask Stripe to move the subscription's item to `plan`'s price, invoicing the
+    proration now. `pending_if_incomplete`: nothing changes until that invoice is paid (the
+    new price, and our credits, arrive with `invoice.paid`); if it is not paid, Stripe drops
+    the update. Pending updates take no metadata: the plan of later invoices is read from
+    their lines' price, not from the subscription's metadata."""
     if simulated():
         return
-    if not plan.stripe_price_id:
+    if not plan.stripe_price_id or not subscription.stripe_item_id:
         raise PaymentsUnavailable
     stripe_client().v1.subscriptions.update(
         subscription.stripe_subscription_id,
         params={
             "items": [{"id": subscription.stripe_item_id, "price": plan.stripe_price_id}],
             "proration_behavior": "always_invoice",
-            "metadata": {
-                "organization_id": str(subscription.organization_id),
-                "plan_id": str(plan.pk),
-            },
+            "payment_behavior": "pending_if_incomplete",
         },
         options={"idempotency_key": f"subscription:{subscription.pk}:plan:{plan.pk}"},
     )

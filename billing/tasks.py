@@ -4,7 +4,34 @@ from celery import shared_task
 
 from credits.models import Overage
 
-from . import services
+from . import checkout, overage, webhooks
+
+
+# Acknowledged only once it ran (a worker lost mid-event hands it back); retried with
+# exponential backoff (30 s, 1 min, 2 min ... at most an hour apart, with jitter), eight
+# times: about four hours in all, after which the event waits, failed, for support.
+@shared_task(
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def stripe_event_process(event_pk: int) -> bool:
+    return webhooks.event_process(event_pk=event_pk)
+
+
+@shared_task
+def stripe_events_requeue() -> int:
+    """Events left `pending` because their queuing was lost (the broker was down)."""
+    return webhooks.events_requeue()
+
+
+@shared_task(acks_late=True)
+def purchase_invoice_url(purchase_id: int) -> str:
+    """Best effort after a purchase's lot committed: its Stripe-hosted invoice address."""
+    return checkout.purchase_invoice_url_fetch(purchase_id=purchase_id)
 
 
 @shared_task
@@ -20,4 +47,4 @@ def overage_invoices_monthly() -> int:
 
 @shared_task(autoretry_for=(Exception,), retry_backoff=60, max_retries=5)
 def overage_invoice(organization_id: int) -> str | None:
-    return services.overage_invoice(organization_id=organization_id)
+    return overage.overage_invoice(organization_id=organization_id)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import simulated, views
 
 app_name = "billing"
 urlpatterns = [
@@ -15,7 +15,7 @@ urlpatterns = [
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
     path(
         "simulated-checkout/<str:session_id>/",
-        views.simulated_checkout,
+        simulated.simulated_checkout,
         name="simulated_checkout",
     ),
 ]

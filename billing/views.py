@@ -1,25 +1,32 @@
 import contextlib
-import json
-import re
-import time
-import urllib.request
 import uuid
 
 import stripe
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import admin_required
 from credits import selectors as credit_selectors
 
-from . import charts, forms, pricing, services, stripe_gateway
+from . import (
+    charts,
+    checkout,
+    forms,
+    overage,
+    pricing,
+    simulated,
+    stripe_gateway,
+    subscriptions,
+    webhooks,
+)
+from .errors import PurchaseRefused
 from .models import CreditPackage, Purchase, SubscriptionPlan
 
 
@@ -114,7 +121,7 @@ def purchase_create(request: HttpRequest) -> HttpResponse:
             messages.error(request, "That package is not on sale any more.")
             return redirect(back)
     try:
-        purchase = services.purchase_start(
+        purchase = checkout.purchase_start(
             organization=request.organization,
             user=request.user,
             request_token=form.cleaned_data["request_token"],
@@ -122,13 +129,13 @@ def purchase_create(request: HttpRequest) -> HttpResponse:
             package=package,
             next_url=_local_path(request, forms.cleaned_next(form)),
         )
-    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+    except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
         return redirect(back)
     except stripe.StripeError:
         messages.error(request, "Stripe did not answer. Nothing was charged; please try again.")
         return redirect(back)
-    if purchase.status != Purchase.Status.PENDING:
+    if purchase.status != Purchase.Status.PENDING or not purchase.checkout_url:
         return redirect("billing:purchase", purchase.pk)
     return redirect(purchase.checkout_url)
 
@@ -141,7 +148,7 @@ def purchase(request: HttpRequest, pk: int) -> HttpResponse:
     item = get_object_or_404(Purchase, pk=pk, organization=request.organization)
     # If Stripe cannot be asked now, the webhook will still come; the page keeps polling.
     with contextlib.suppress(stripe.StripeError, stripe_gateway.PaymentsUnavailable):
-        item = services.purchase_sync(purchase=item)
+        item = checkout.purchase_sync(purchase=item)
     template = "billing/purchase.html"
     if request.htmx and request.htmx.target == "purchase-status":
         template += "#status"
@@ -151,155 +158,22 @@ def purchase(request: HttpRequest, pk: int) -> HttpResponse:
 @csrf_exempt  # Stripe cannot send a CSRF token; the signature proves the sender instead.
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Verify, store (committed), answer: the event is processed by a task afterwards, so a
+    handler's failure is never Stripe's 500 (billing/webhooks.py)."""
     secret = stripe_gateway.webhook_secret()
     if not secret:
         return HttpResponseBadRequest("webhooks are not configured")
     try:
-        stripe.Webhook.construct_event(
-            request.body, request.headers.get("Stripe-Signature", ""), secret
+        stripe.WebhookSignature.verify_header(
+            request.body,
+            request.headers.get("Stripe-Signature", ""),
+            secret,
+            stripe.Webhook.DEFAULT_TOLERANCE,
         )
-    except (ValueError, stripe.SignatureVerificationError):
+    except (UnicodeDecodeError, stripe.SignatureVerificationError):
         return HttpResponseBadRequest("invalid signature")
-    event = json.loads(request.body)
-    fresh = services.stripe_event_process(event=event)
+    _, fresh = webhooks.event_store(body=request.body)
     return JsonResponse({"received": True, "duplicate": not fresh})
-
-
-# The ids stripe_gateway makes for simulated sessions; anything else names no session (and a
-# NUL byte or a 10 kB id must not reach the database).
-_SIMULATED_SUBSCRIPTION = re.compile(r"cs_sim_sub_([0-9]{1,18})_([0-9a-f]{32})")
-_SIMULATED_PURCHASE = re.compile(r"cs_sim_[0-9A-Za-z_]{1,200}")
-
-
-@never_cache
-@require_http_methods(["GET", "POST"])
-@admin_required
-def simulated_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
-    """A stand-in for Stripe's hosted checkout, for machines with no Stripe key (DEBUG only).
-    "Pay" sends the events Stripe would send, signed, to the real webhook endpoint."""
-    if not stripe_gateway.simulated():
-        raise Http404("There is no simulated checkout on this site.")
-    if session_id.startswith("cs_sim_sub_"):
-        match = _SIMULATED_SUBSCRIPTION.fullmatch(session_id)
-        if match is None:
-            raise Http404("No such checkout session.")
-        plan_id, token = match.groups()
-        plan = get_object_or_404(SubscriptionPlan, pk=int(plan_id), active=True)
-        item, events = None, _simulated_subscription_events(request, session_id, plan, token)
-        back = "billing:overview"
-    else:
-        if _SIMULATED_PURCHASE.fullmatch(session_id) is None:
-            raise Http404("No such checkout session.")
-        item = get_object_or_404(
-            Purchase, checkout_session_id=session_id, organization=request.organization
-        )
-        plan, events = None, [_simulated_purchase_event(item)]
-        back = "billing:add_credits"
-    if request.method == "GET":
-        return render(request, "billing/simulated_checkout.html", {"purchase": item, "plan": plan})
-    choice = forms.SimulatedPaymentForm(request.POST)
-    action = choice.cleaned_data["action"] if choice.is_valid() else ""
-    if action == "cancel":
-        messages.info(request, "Payment cancelled. Nothing was charged.")
-        return redirect(back)
-    if action != "pay":
-        messages.error(request, "Choose Pay or Cancel.")
-        return redirect(request.path)
-    try:
-        for event in events:
-            _post_signed(request, event)
-    except OSError:
-        # The events go to this site's own webhook endpoint: if it cannot be reached (a
-        # proxy in the way, a name that does not resolve), nothing was paid.
-        messages.error(
-            request,
-            "The simulated payment could not reach this site's webhook, so nothing was paid. "
-            "Try again in a moment.",
-        )
-        return redirect(back)
-    if item is None:
-        messages.success(request, f"Subscribed to {plan}.")
-        return redirect("billing:overview")
-    return redirect("billing:purchase", item.pk)
-
-
-def _event(type_: str, obj: dict) -> dict:
-    return {
-        "id": f"evt_sim_{uuid.uuid4().hex}",
-        "object": "event",
-        "type": type_,
-        "created": int(time.time()),
-        "data": {"object": obj},
-    }
-
-
-def _simulated_purchase_event(item: Purchase) -> dict:
-    return _event(
-        "checkout.session.completed",
-        {
-            "id": item.checkout_session_id,
-            "object": "checkout.session",
-            "mode": "payment",
-            "payment_status": "paid",
-            "status": "complete",
-            "client_reference_id": str(item.pk),
-            "metadata": {
-                "organization_id": str(item.organization_id),
-                "purchase_id": str(item.pk),
-            },
-            "payment_intent": f"pi_sim_{item.pk}",
-            "amount_total": item.amount_minor,
-            "currency": item.currency.lower(),
-        },
-    )
-
-
-def _simulated_subscription_events(
-    request: HttpRequest, session_id: str, plan: SubscriptionPlan, token: str
-) -> list[dict]:
-    metadata = {"organization_id": str(request.organization.pk), "plan_id": str(plan.pk)}
-    subscription_id = f"sub_sim_{token}"
-    start = int(time.time())
-    end = start + (365 if plan.interval == "year" else 30) * 86400
-    return [
-        _event(
-            "checkout.session.completed",
-            {
-                "id": session_id,
-                "object": "checkout.session",
-                "mode": "subscription",
-                "subscription": subscription_id,
-                "metadata": metadata,
-            },
-        ),
-        _event(
-            "invoice.paid",
-            {
-                "id": f"in_sim_{token}",
-                "object": "invoice",
-                "billing_reason": "subscription_create",
-                "subscription": subscription_id,
-                "subscription_details": {"metadata": metadata},
-                "status_transitions": {"paid_at": start},
-                "lines": {"data": [{"period": {"start": start, "end": end}}]},
-            },
-        ),
-    ]
-
-
-def _post_signed(request: HttpRequest, event: dict) -> None:
-    payload = json.dumps(event)
-    signature = stripe.WebhookSignature.generate_signature_header(
-        payload, stripe_gateway.webhook_secret()
-    )
-    webhook = urllib.request.Request(  # noqa: S310 - our own endpoint, built from this request
-        request.build_absolute_uri(reverse("billing:stripe_webhook")),
-        data=payload.encode(),
-        headers={"Content-Type": "application/json", "Stripe-Signature": signature},
-        method="POST",
-    )
-    with urllib.request.urlopen(webhook, timeout=15) as response:  # noqa: S310
-        response.read()
 
 
 @never_cache
@@ -307,7 +181,7 @@ def _post_signed(request: HttpRequest, event: dict) -> None:
 @admin_required
 def overview(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    subscription = services.live_subscription(organization=organization)
+    subscription = subscriptions.live_subscription(organization=organization)
     plans = SubscriptionPlan.objects.filter(active=True, currency=organization.currency)
     upgrades = []
     if subscription is not None:
@@ -321,8 +195,12 @@ def overview(request: HttpRequest) -> HttpResponse:
         "subscription": subscription,
         "plans": plans,
         "upgrades": upgrades,
-        "purchases": Purchase.objects.filter(organization=organization).select_related("lot")[:20],
+        # A purchase whose Stripe request never went through has nothing to show.
+        "purchases": Purchase.objects.filter(
+            organization=organization, checkout_session_id__isnull=False
+        ).select_related("lot")[:20],
         "overages": credit_selectors.overages(organization=organization)[:20],
+        "failed_overage_invoices": overage.failed_overage_invoices(organization=organization),
         "chart": charts.monthly_bars(credit_selectors.monthly_flows(organization=organization)),
         # One token per Subscribe button, as on Add credits: it is the Stripe idempotency
         # key, which Stripe refuses to reuse for another plan.
@@ -335,7 +213,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 def _plan(form: forms.PlanForm) -> SubscriptionPlan:
     plan = SubscriptionPlan.objects.filter(pk=form.cleaned_data["plan"]).first()
     if plan is None:
-        raise services.PurchaseRefused("That plan is not available.")
+        raise PurchaseRefused("That plan is not available.")
     return plan
 
 
@@ -347,12 +225,12 @@ def subscribe(request: HttpRequest) -> HttpResponse:
         messages.error(request, forms.first_error(form))
         return redirect("billing:overview")
     try:
-        url = services.subscription_start(
+        url = subscriptions.subscription_start(
             organization=request.organization,
             plan=_plan(form),
             request_token=form.cleaned_data["request_token"].hex,
         )
-    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+    except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
         return redirect("billing:overview")
     except stripe.StripeError:
@@ -370,17 +248,28 @@ def subscription_upgrade(request: HttpRequest) -> HttpResponse:
         return redirect("billing:overview")
     try:
         plan = _plan(form)
-        services.subscription_upgrade(
+        subscription = subscriptions.subscription_upgrade(
             organization=request.organization, plan=plan, actor=request.user
         )
-    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+    except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
+        return redirect("billing:overview")
     except stripe.StripeError:
         messages.error(request, "Stripe did not answer. Nothing changed; please try again.")
-    else:
-        messages.success(
-            request, f"Upgraded to {plan}: the extra credits of this period are in your pool."
-        )
+        return redirect("billing:overview")
+    if stripe_gateway.simulated():
+        try:
+            simulated.upgrade_paid(request, subscription, plan)
+        except OSError:
+            messages.error(request, simulated.UNREACHABLE)
+        else:
+            messages.success(request, f"Upgraded to {plan} (simulated payment).")
+        return redirect("billing:overview")
+    messages.success(
+        request,
+        f"Upgrade to {plan} requested. The extra credits of this period arrive as soon as "
+        "Stripe confirms the prorated payment.",
+    )
     return redirect("billing:overview")
 
 
@@ -388,8 +277,8 @@ def subscription_upgrade(request: HttpRequest) -> HttpResponse:
 @admin_required
 def subscription_cancel(request: HttpRequest) -> HttpResponse:
     try:
-        subscription = services.subscription_cancel(organization=request.organization)
-    except (services.PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+        subscription = subscriptions.subscription_cancel(organization=request.organization)
+    except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
     except stripe.StripeError:
         messages.error(request, "Stripe did not answer. Nothing changed; please try again.")

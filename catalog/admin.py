@@ -20,7 +20,9 @@ class CourseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Level)
-class LevelAdmin(admin.ModelAdmin):
+class LevelAdmin(OwnerFixedAdmin):
+    # Enrollments of a level stay in its course (a level change moves within one course).
+    fixed_after_add = ("course",)
     list_display = ["course", "name", "order", "credit_cost"]
     list_filter = ["course__category"]
     search_fields = ["course__title", "name"]

@@ -24,7 +24,7 @@ def cart_add(*, organization: Organization, user: User, level: Level, seats: int
     if not level.course.published:
         raise CartRefused("That course is not in the catalog any more.")
     lines = CartLine.objects.filter(organization=organization, user=user, level=level)
-    if lines.update(seats=F("seats") + seats):
+    if _add_to_line(lines, seats):
         return lines.get()
     try:
         with transaction.atomic():
@@ -32,8 +32,27 @@ def cart_add(*, organization: Organization, user: User, level: Level, seats: int
                 organization=organization, user=user, level=level, seats=seats
             )
     except IntegrityError:  # a second tab added the same level at the same moment
-        lines.update(seats=F("seats") + seats)
+        if not _add_to_line(lines, seats):
+            raise _too_many(lines.get().seats) from None
         return lines.get()
+
+
+def _add_to_line(lines, seats: int) -> bool:
+    """Add to the existing line in one statement that keeps the total within the limit.
+    False when there is no line yet; CartRefused when the total would pass the limit."""
+    if lines.filter(seats__lte=MAX_SEATS - seats).update(seats=F("seats") + seats):
+        return True
+    line = lines.first()
+    if line is None:
+        return False
+    raise _too_many(line.seats)
+
+
+def _too_many(already: int) -> CartRefused:
+    return CartRefused(
+        f"Your cart already has {already:,} seats of this level: a line holds at most "
+        f"{MAX_SEATS:,}."
+    )
 
 
 def cart_set_seats(*, line: CartLine, seats: int) -> CartLine:

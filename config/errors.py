@@ -7,17 +7,25 @@ reaches the middleware becomes a message and a way back, never a 500:
 
 - an htmx request gets the message as a fragment swapped into the page's message region;
 - any other request is sent back where it came from (a page of this site), or home.
+
+What no code handled ends in `server_error`: a 503 "try again in a moment" when the database
+was out of reach, the 500 page otherwise.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from django.contrib import messages
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template import loader
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import defaults
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +37,15 @@ class Refusal(Exception):
 def back_to(request: HttpRequest) -> str:
     """Where a refused request returns: the page it came from, if it is one of this site's."""
     referer = request.headers.get("Referer", "")
-    if referer and url_has_allowed_host_and_scheme(
-        referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        referer
+        and url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        and urlsplit(referer).path != request.path
     ):
         return referer
-    if request.method == "GET":
-        return request.path
+    # Home, never the refused page itself: a refused GET would redirect to itself forever.
     return "/"
 
 
@@ -62,3 +73,38 @@ class RefusalMiddleware:
             log.info("refused %s %s: %s", request.method, request.path, exception)
             return refusal_response(request, exception)
         return None
+
+
+# --- The database out of reach --------------------------------------------------------------
+
+# What a client is told to wait before retrying: a restart or a failover takes seconds.
+RETRY_AFTER_SECONDS = 5
+
+
+def _database_unavailable(error: BaseException | None) -> bool:
+    """The database could not be reached or gave up on the statement (restarting, failing
+    over, out of connections, a lock or statement time-out): transient, not a bug. The
+    chain is followed because the first error can surface as another one raised while it
+    was handled."""
+    for _ in range(5):
+        if error is None:
+            return False
+        if isinstance(error, OperationalError | InterfaceError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500 (config/urls.py). Django calls it for any exception that no view or
+    middleware handled, from inside the `except`, in views and middleware alike: so a
+    request that could not reach the database gets a 503 with Retry-After and a page saying
+    to try again in a moment, and anything else the usual 500 page. Both are rendered
+    without a request context: the database is not to be touched here. (With DEBUG on,
+    Django shows its own traceback page instead.) The error itself is logged by Django
+    with the response."""
+    if _database_unavailable(sys.exc_info()[1]):
+        response = HttpResponse(loader.render_to_string("503.html"), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return defaults.server_error(request)

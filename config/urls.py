@@ -5,6 +5,9 @@ from accounts.views import admin_login_view
 
 from . import views
 
+# Every unhandled error: a 503 "try again in a moment" when the database is out of reach.
+handler500 = "config.errors.server_error"
+
 admin.site.site_header = "Credits Admin Center — support"
 admin.site.site_title = "Credits support"
 

@@ -1,24 +1,26 @@
 """Alerts about an organization's credits: low balance, assigned credits about to exceed
-the balance (seed 002), lots about to expire, and the nightly audit. Each alert goes out once
-per occurrence: the Alert row is claimed in the same transaction that decides to send, so a
-job run twice (or twice at once) sends once."""
+the balance (seed 002), a daily digest of the lots about to expire, and the nightly audit.
+Each goes out once per occurrence: the Alert row is claimed and the email written to the
+outbox (outbox/services.py) in one transaction, so a job run twice (or twice at once) writes
+it once, and an alert claimed while the mail server is down is sent when it is back."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import zoneinfo
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import EmailMultiAlternatives
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Membership, Organization
+from outbox.services import NewMessage, messages_enqueue
 
 from . import selectors
 from .audit import ledger_audit
@@ -28,43 +30,65 @@ log = logging.getLogger(__name__)
 
 LOW_BALANCE = "low_balance"
 OVER_ASSIGNED = "over_assigned"
+EXPIRY_DIGEST = "expiry_digest"
+LEDGER_AUDIT = "ledger_audit"
+# A digest lists this many lots at most (soonest first) and counts the rest: 10,000 lots
+# due on one day make one readable email, not one per lot.
+DIGEST_LISTED = 100
 
 
-def _send(organization: Organization, template: str, subject: str, context: dict) -> int:
-    """An HTML and text email to the organization's admins, times in its own zone."""
-    recipients = list(
+def _admins(organization: Organization) -> list[str]:
+    return list(
         Membership.objects.filter(
             organization=organization, role=Membership.Role.ADMIN
         ).values_list("user__email", flat=True)
     )
+
+
+def _enqueue(
+    organization: Organization, *, key: str, kind: str, subject: str, context: dict
+) -> int:
+    """An HTML and text email to each of the organization's admins, written to the outbox
+    in the caller's transaction, times in the organization's zone. Returns the number of
+    admins (none: nothing is written)."""
+    recipients = _admins(organization)
     if not recipients:
         return 0
     with timezone.override(zoneinfo.ZoneInfo(organization.time_zone)):
         context = {"organization": organization, "site": settings.SITE_URL, **context}
-        text = render_to_string(f"emails/{template}.txt", context)
-        html = render_to_string(f"emails/{template}.html", context)
-    message = EmailMultiAlternatives(subject, text, None, recipients)
-    message.attach_alternative(html, "text/html")
-    message.send()
+        text = render_to_string(f"emails/{kind}.txt", context).strip() + "\n"
+        html = render_to_string(f"emails/{kind}.html", context)
+    messages_enqueue(
+        messages=[
+            NewMessage(
+                key=key,
+                to=recipients,
+                subject=subject,
+                text=text,
+                html=html,
+                kind=kind,
+                organization=organization,
+            )
+        ]
+    )
     return len(recipients)
 
 
-def _claim(organization: Organization, key: str, now: dt.datetime) -> bool:
-    """True if this alert was not active yet (and is now): the caller sends it."""
-    with transaction.atomic():
-        alert = Alert.objects.select_for_update().filter(organization=organization, key=key).first()
-        if alert is not None:
-            if alert.active:
-                return False
-            alert.active, alert.sent_at = True, now
-            alert.save(update_fields=["active", "sent_at"])
-            return True
-        try:
-            with transaction.atomic():
-                Alert.objects.create(organization=organization, key=key, sent_at=now)
-        except IntegrityError:  # a concurrent run claimed it first
-            return False
-        return True
+def _claim(organization: Organization, key: str, now: dt.datetime) -> Alert | None:
+    """The alert, if it was not active yet (and is now): the caller writes its email in the
+    same transaction. None if another run claimed it first or it is still active."""
+    alert = Alert.objects.select_for_update().filter(organization=organization, key=key).first()
+    if alert is not None:
+        if alert.active:
+            return None
+        alert.active, alert.sent_at = True, now
+        alert.save(update_fields=["active", "sent_at"])
+        return alert
+    try:
+        with transaction.atomic():
+            return Alert.objects.create(organization=organization, key=key, sent_at=now)
+    except IntegrityError:  # a concurrent run claimed it first
+        return None
 
 
 def _resolve(organization: Organization, key: str) -> None:
@@ -79,7 +103,7 @@ def active_alerts(*, organization: Organization) -> set[str]:
 
 def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> list[str]:
     """Low balance and over-assigned: one email when crossing, none while it lasts, and
-    ready to alert again once it has recovered. Returns the alerts sent."""
+    ready to alert again once it has recovered. Returns the alerts written."""
     now = now or timezone.now()
     organization = Organization.objects.get(pk=organization_id)
     balance = selectors.organization_balance(organization=organization, now=now)
@@ -88,7 +112,8 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
         (
             LOW_BALANCE,
             balance.available < organization.low_balance_threshold,
-            f"{organization.name}: {balance.available} credits left",
+            f"{organization.name}: {balance.spendable:,} credit"
+            f"{'' if balance.spendable == 1 else 's'} left",
         ),
         (
             OVER_ASSIGNED,
@@ -101,44 +126,118 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
     for key, crossed, subject in crossings:
         if not crossed:
             _resolve(organization, key)  # recovered: the next crossing alerts again
-        elif _claim(organization, key, now):
-            _send(organization, key, subject, context)
-            sent.append(key)
+            continue
+        with transaction.atomic():
+            alert = _claim(organization, key, now)
+            if alert is None:
+                continue
+            # The claim is the occurrence: its time names the email, so the next crossing
+            # (a new claim) is a new email and this one is written once.
+            _enqueue(
+                organization,
+                key=f"credits.alert:{alert.pk}:{alert.sent_at.isoformat()}",
+                kind=key,
+                subject=subject,
+                context=context,
+            )
+        sent.append(key)
     return sent
 
 
-def expiry_reminders_send(*, now: dt.datetime | None = None) -> int:
-    """30, 7 and 1 days before a lot with credits left expires: one email each."""
-    now = now or timezone.now()
-    sent = 0
-    horizon = now + dt.timedelta(days=max(settings.EXPIRY_REMINDER_DAYS))
+@dataclass(frozen=True)
+class _DueLot:
+    lot: Lot
+    days: int  # the reminder day reached: 30, 7 or 1
+
+
+def _due_lots(now: dt.datetime) -> dict[int, list[_DueLot]]:
+    """Per organization, its lots with credits left that are within a reminder day, soonest
+    first, each with the smallest reminder day it is within."""
+    reminder_days = sorted(settings.EXPIRY_REMINDER_DAYS)
+    horizon = now + dt.timedelta(days=reminder_days[-1])
     lots = (
         Lot.objects.filter(expired_at__isnull=True, revoked_at__isnull=True)
         .filter(expires_at__gt=now, expires_at__lte=horizon)
         .annotate(remaining=Sum("holdings__quantity"))
         .filter(remaining__gt=0)
-        .select_related("organization")
+        .order_by("organization_id", "expires_at", "pk")
     )
+    due: dict[int, list[_DueLot]] = {}
     for lot in lots:
         days_left = (lot.expires_at - now).total_seconds() / 86400
-        # The smallest reminder day the lot is already within, sent once.
-        due = [d for d in sorted(settings.EXPIRY_REMINDER_DAYS) if days_left <= d]
-        if not due:
-            continue
-        key = f"expiry:{lot.pk}:{due[0]}"
-        if _claim(lot.organization, key, now):
-            _send(
-                lot.organization,
-                "expiry_reminder",
-                f"{lot.remaining} credits expire on {lot.expires_at:%b %-d}",
-                {"lot": lot, "days": due[0], "link": settings.SITE_URL + reverse("training:plans")},
+        days = next((d for d in reminder_days if days_left <= d), None)
+        if days is not None:
+            due.setdefault(lot.organization_id, []).append(_DueLot(lot, days))
+    return due
+
+
+def _claim_new(organization: Organization, keys: list[str], now: dt.datetime) -> set[str]:
+    """Records these dated alerts at once; returns those not recorded before."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {Alert._meta.db_table} (organization_id, key, active, sent_at)
+            SELECT %s, k, true, %s FROM unnest(%s::text[]) AS k
+            ON CONFLICT (organization_id, key) DO NOTHING
+            RETURNING key
+            """,  # noqa: S608 - the model's own table name; every value is a parameter
+            [organization.pk, now, keys],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def expiry_reminders_send(*, now: dt.datetime | None = None) -> int:
+    """Once a day, to each organization's admins: one digest of every lot with credits left
+    that has reached a reminder day (30, 7 or 1 days before its expiry) since the last
+    digest. Each lot is listed once per reminder day (Alert `expiry:<lot>:<days>`), and an
+    organization gets one digest per local day at most (Alert `expiry-digest:<date>`).
+    Returns the number of digests written."""
+    now = now or timezone.now()
+    written = 0
+    due = _due_lots(now)
+    organizations = Organization.objects.in_bulk(list(due))
+    for organization_id, rows in due.items():
+        organization = organizations[organization_id]
+        zone = zoneinfo.ZoneInfo(organization.time_zone)
+        day = now.astimezone(zone).date()
+        with transaction.atomic():
+            new = _claim_new(organization, [f"expiry:{r.lot.pk}:{r.days}" for r in rows], now)
+            rows = [r for r in rows if f"expiry:{r.lot.pk}:{r.days}" in new]
+            if not rows:
+                continue  # every lot was in an earlier digest
+            if _claim(organization, f"expiry-digest:{day}", now) is None:
+                # Today's digest already went (the job ran again): these lots wait for
+                # tomorrow's rather than being recorded as sent without an email.
+                transaction.set_rollback(True)
+                continue
+            total = sum(r.lot.remaining for r in rows)
+            first = timezone.localtime(rows[0].lot.expires_at, zone)
+            subject = (
+                f"{total} credits expire on {first:%b %-d}"
+                if len(rows) == 1
+                else f"{total} credits in {len(rows)} lots expire soon, the first on {first:%b %-d}"
             )
-            sent += 1
-    return sent
+            admins = _enqueue(
+                organization,
+                key=f"credits.expiry-digest:{organization.pk}:{day}",
+                kind=EXPIRY_DIGEST,
+                subject=subject,
+                context={
+                    "lots": rows[:DIGEST_LISTED],
+                    "more": max(len(rows) - DIGEST_LISTED, 0),
+                    "total": total,
+                    "link": settings.SITE_URL + reverse("training:plans"),
+                    "credits_link": settings.SITE_URL + reverse("credits:overview"),
+                },
+            )
+            if admins:
+                written += 1
+    return written
 
 
-def nightly_audit() -> bool:
-    """The ledger audit; violations are logged at error level and emailed to staff."""
+def nightly_audit(*, now: dt.datetime | None = None) -> bool:
+    """The ledger audit; violations are logged at error level and emailed to staff, once a
+    day (a second run on the same day writes no second email)."""
     report = ledger_audit()
     if report.ok:
         log.info("ledger ok: %s accounts, %s entries", report.accounts, report.entries)
@@ -151,11 +250,20 @@ def nightly_audit() -> bool:
         .values_list("email", flat=True)
     )
     if staff:
-        body = "\n".join(report.violations)
-        message = EmailMultiAlternatives(
-            f"Credit ledger audit: {len(report.violations)} violation(s)", body, None, staff
-        )
-        message.send()
+        day = (now or timezone.now()).date()
+        text = render_to_string(f"emails/{LEDGER_AUDIT}.txt", {"violations": report.violations})
+        with transaction.atomic():
+            messages_enqueue(
+                messages=[
+                    NewMessage(
+                        key=f"credits.ledger-audit:{day}",
+                        to=staff,
+                        subject=f"Credit ledger audit: {len(report.violations)} violation(s)",
+                        text=text.strip() + "\n",
+                        kind=LEDGER_AUDIT,
+                    )
+                ]
+            )
     return False
 
 

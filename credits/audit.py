@@ -72,7 +72,8 @@ CHECKS: list[tuple[str, str]] = [
         # Grants add the lot's quantity once; every other kind only moves or removes it, so
         # the grant-side entries must equal the lot and the rest must equal the holdings.
         # A reversal gives consumption back: its entries (all of them: a lapsed part is a
-        # +n/-n pair) count against what was removed.
+        # +n/-n pair) count against what was removed; so does a restoration (a revocation
+        # given back).
         """
         SELECT l.id, l.quantity, COALESCE(g.granted, 0), COALESCE(h.held, 0),
                COALESCE(x.removed, 0)
@@ -87,7 +88,7 @@ CHECKS: list[tuple[str, str]] = [
                    JOIN credits_ledgertransaction t ON t.id = e.transaction_id
                    WHERE (t.kind IN ('redeem', 'capture', 'expire', 'revoke', 'adjust')
                           AND e.quantity < 0)
-                      OR t.kind = 'reverse'
+                      OR t.kind IN ('reverse', 'restore')
                    GROUP BY e.lot_id) x ON x.lot_id = l.id
         WHERE l.quantity <> COALESCE(g.granted, 0)
            OR l.quantity <> COALESCE(h.held, 0) + COALESCE(x.removed, 0)
@@ -156,6 +157,28 @@ CHECKS: list[tuple[str, str]] = [
         JOIN credits_ledgertransaction t ON t.id = e.transaction_id
         WHERE t.kind = 'reverse'
         GROUP BY e.transaction_id, e.lot_id HAVING SUM(e.quantity) < 0
+        """,
+    ),
+    (
+        "restoration gives back more than its revocation took, or takes credits",
+        # lot_restore's key is `restore:<revocation id>`, one per revocation; per account and
+        # lot it gives back at most what that revocation's entries took, and never takes.
+        """
+        SELECT r.id, e.account_id, e.lot_id, SUM(e.quantity), COALESCE(MAX(v.taken), 0)
+        FROM credits_ledgertransaction r
+        JOIN credits_ledgerentry e ON e.transaction_id = r.id
+        LEFT JOIN (SELECT t.id, t.organization_id, x.account_id, x.lot_id,
+                          -SUM(x.quantity) taken
+                   FROM credits_ledgertransaction t
+                   JOIN credits_ledgerentry x ON x.transaction_id = t.id
+                   WHERE t.kind = 'revoke'
+                   GROUP BY t.id, t.organization_id, x.account_id, x.lot_id) v
+               ON r.idempotency_key = 'restore:' || v.id
+              AND v.organization_id = r.organization_id
+              AND v.account_id = e.account_id AND v.lot_id = e.lot_id
+        WHERE r.kind = 'restore'
+        GROUP BY r.id, e.account_id, e.lot_id
+        HAVING SUM(e.quantity) < 0 OR SUM(e.quantity) > COALESCE(MAX(v.taken), 0)
         """,
     ),
     (

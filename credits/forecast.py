@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Organization
 
-from .models import LedgerEntry
-from .selectors import lots_with_remaining
+from .models import Account, Holding, LedgerEntry
 
 WINDOW_DAYS = 90
 MIN_HISTORY_DAYS = 14
@@ -57,14 +56,29 @@ def forecast(*, organization: Organization, now: dt.datetime | None = None) -> F
         return Forecast(enough_history=False)
     rate = used / min(WINDOW_DAYS, history_days)
     today = timezone.localdate(now)
+    # The general pool only, like every "available" figure: earmarked credits are not what
+    # plans spend. Its holds are spent first: they are promised already.
+    pool = Holding.objects.filter(
+        account__organization=organization,
+        account__kind=Account.Kind.POOL,
+        quantity__gt=0,
+        lot__expired_at__isnull=True,
+        lot__revoked_at__isnull=True,
+    ).filter(Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=now))
     lots = [
-        [lot.remaining, timezone.localdate(lot.expires_at) if lot.expires_at else None]
-        for lot in lots_with_remaining(organization=organization).filter(
-            expired_at__isnull=True, revoked_at__isnull=True
-        )
-        if lot.remaining > 0 and (lot.expires_at is None or lot.expires_at > now)
+        [quantity, timezone.localdate(expires_at) if expires_at else None]
+        for quantity, expires_at in pool.values_list("quantity", "lot__expires_at")
     ]
     lots.sort(key=lambda lot: (lot[1] is None, lot[1] or dt.date.max))
+    held = (
+        Account.objects.filter(organization=organization, kind=Account.Kind.POOL)
+        .values_list("held", flat=True)
+        .first()
+    ) or 0
+    for lot in lots:
+        part = min(held, lot[0])
+        lot[0] -= part
+        held -= part
     expired_unused, runs_out, points, carry = 0, None, [], 0.0
     for offset in range(HORIZON_DAYS + 1):
         day = today + dt.timedelta(days=offset)

@@ -144,6 +144,8 @@ class LedgerTransaction(models.Model):
         REVOKE = "revoke", "Revoked"
         ADJUST = "adjust", "Support adjustment"
         REVERSE = "reverse", "Reversed"
+        # Gives back what one revocation took (a Stripe dispute won): see lot_restore.
+        RESTORE = "restore", "Restored"
 
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, related_name="ledger_transactions"

@@ -130,9 +130,10 @@ def ledger_history(
 
 
 def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
-    """The organization's credits at a past moment, summed from the ledger's entries."""
+    """The general pool's credits at a past moment, summed from the ledger's entries (the
+    same pool every other figure of the page counts; earmarked credits are not in it)."""
     return LedgerEntry.objects.filter(
-        account__organization=organization, created_at__lte=at
+        account__organization=organization, account__kind=Account.Kind.POOL, created_at__lte=at
     ).aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
 
 
@@ -179,8 +180,10 @@ def monthly_flows(
                 ),
                 0,
             ),
+            # A restoration gives a revocation back: it counts against what was revoked.
             expired=Coalesce(
-                Sum("quantity", filter=Q(transaction__kind__in=["expire", "revoke"])), 0
+                Sum("quantity", filter=Q(transaction__kind__in=["expire", "revoke", "restore"])),
+                0,
             ),
         )
     )

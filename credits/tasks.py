@@ -1,21 +1,55 @@
 """Thin periodic tasks (Celery beat): ids in, a service call; idempotent and safe to run
 twice or at once (acks_late and time limits come from the settings)."""
 
+import logging
+import time
+
 from celery import shared_task
+from django.conf import settings
 
 from . import alerts, services
+
+log = logging.getLogger(__name__)
+
+# Share of the soft time limit an expiry run may use before it stops between batches and
+# queues its continuation: a backlog larger than one run (beat stopped for a day, a first
+# deploy) is worked through by consecutive tasks, each keeping what it did, instead of one
+# task killed at its limit.
+EXPIRY_TIME_SHARE = 0.75
+
+
+def _queue(task, *args) -> bool:
+    """Queue a follow-up; a broker that cannot take it is logged, not raised: each task
+    queued from here is also run by beat on its schedule, which catches up."""
+    try:
+        task.delay(*args)
+    except Exception as error:  # kombu, redis or socket errors alike
+        log.warning(
+            "%s%r not queued (%s: %s); beat runs it again on schedule",
+            task.name,
+            args,
+            type(error).__name__,
+            error,
+        )
+        return False
+    return True
 
 
 @shared_task
 def expire_lots() -> int:
-    return services.lots_expire()
+    deadline = time.monotonic() + settings.CELERY_TASK_SOFT_TIME_LIMIT * EXPIRY_TIME_SHARE
+    expired = services.lots_expire(deadline=deadline)
+    if time.monotonic() >= deadline:
+        _queue(expire_lots)  # lots may still be due: carry on now rather than in an hour
+    return expired
 
 
 @shared_task
 def balance_alerts() -> int:
     organization_ids = alerts.organizations_with_credits()
-    for organization_id in organization_ids:
-        balance_alert.delay(organization_id)
+    for queued, organization_id in enumerate(organization_ids):
+        if not _queue(balance_alert, organization_id):
+            return queued  # the broker is gone: the next hourly run checks them all again
     return len(organization_ids)
 
 

@@ -32,6 +32,7 @@ HOSTILE = {
     "far date": "9999-12-31",
     "formula": '=HYPERLINK("http://x","y")',
     "emoji": "\U0001f4a5 é ü",
+    "long email": "a" * 250 + "@example.com",
     "empty": "",
 }
 

@@ -38,7 +38,9 @@ class TrainingPlanAdmin(OwnerFixedAdmin):
 
 @admin.register(PlanItem)
 class PlanItemAdmin(OwnerFixedAdmin):
-    fixed_after_add = ("plan",)
+    # Level and seats are what Confirm users charged for: they change on the plan page (and
+    # the level through the audited level change), never by editing the row.
+    fixed_after_add = ("plan", "level", "seats")
     list_display = ["plan", "level", "seats"]
     search_fields = ["plan__name", "level__course__title"]
     list_select_related = ["plan", "level__course"]
@@ -47,7 +49,8 @@ class PlanItemAdmin(OwnerFixedAdmin):
 @admin.register(Participant)
 class ParticipantAdmin(OwnerFixedAdmin):
     # A participant's enrollments, and the holds or redemptions behind them, follow them.
-    fixed_after_add = ("plan", "user")
+    # Their email is the address their join link belongs to.
+    fixed_after_add = ("plan", "user", "email")
     list_display = ["email", "plan", "user", "confirmed_at", "removed_at"]
     list_filter = ["plan__organization"]
     search_fields = ["email", "plan__name"]

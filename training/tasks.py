@@ -1,5 +1,7 @@
-"""Training's periodic tasks (Celery beat): thin, ids in, a service call. The email tasks
-live in training/emails.py; importing them here registers them with the worker."""
+"""Training's periodic tasks (Celery beat): thin, ids in, a service call. Training's emails
+go through the outbox (outbox/tasks.py sends them); the three email task names imported
+below are kept only for tasks queued before the outbox, and importing them here registers
+them with the worker."""
 
 from celery import shared_task
 

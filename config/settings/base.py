@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "catalog",
     "training",
     "billing",
+    "outbox",
 ]
 
 MIDDLEWARE = [
@@ -114,14 +115,25 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db_url_config(SERVERS["DATABASE_URL"])}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
+# A persistent connection that PostgreSQL closed (a restart, a failover) is found out at the
+# start of the next request and replaced, instead of failing that request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = SERVERS["REDIS_URL"]
+# Only rate-limit counters live in the cache, and they fail open (accounts/ratelimits.py). A
+# healthy Redis answers in well under a millisecond; these bounds keep a Redis that is down or
+# no longer answering from holding a login for redis-py's default 5 s per command.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.5)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "cac",
+        "OPTIONS": {
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        },
     }
 }
 
@@ -160,6 +172,9 @@ STORAGES = {
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# Seconds per SMTP socket operation: without it a mail server that stops answering holds a
+# sender forever (the outbox's lease, outbox/services.py LEASE, assumes this bound).
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Credits Admin Center <no-reply@localhost>"
 )
@@ -211,12 +226,31 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
+# Nothing reads task results (accounts.tasks.ping, the health probe, asks for its own). Storing
+# them also made every enqueue subscribe to a result channel first, which with Redis down
+# retried 20 times a second apart: the 19 s a request hung before answering 500.
+CELERY_TASK_IGNORE_RESULT = True
+# Where a result is kept, reaching the result store is bounded like the broker (below).
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
+CELERY_REDIS_SOCKET_TIMEOUT = 5
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis hands a task that was taken but never acknowledged (its worker was killed) to another
+# worker after `visibility_timeout` seconds. No task runs longer than the hard time limit, so
+# twice that is safely past the longest task, and a killed worker's task comes back in
+# minutes instead of Celery's default hour. A retry countdown longer than this is delivered
+# again while it waits (an ETA task stays unacknowledged): tasks are idempotent for that too.
+# The socket time-outs make a publish to a broker that is down or hung fail within seconds
+# (the outbox then catches what it missed) instead of holding the request that queued it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,  # above the 1 s a worker's BRPOP waits
+}
 CELERY_TIMEZONE = "UTC"
 # The beat schedule is static: every periodic job is listed here.
 CELERY_BEAT_SCHEDULE: dict = {
@@ -237,9 +271,18 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "training.tasks.expire_invitations",
         "schedule": crontab(minute="15"),
     },
+    # Sends what is still unsent and due: emails whose queuing the broker missed, or that
+    # failed and are past their backoff. A tick not started within the minute is dropped:
+    # the next one does the same work.
+    "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": 60.0, "options": {"expires": 55}},
     "overage-invoices-monthly": {
         "task": "billing.tasks.overage_invoices_monthly",
         "schedule": crontab(day_of_month="1", hour="6", minute="0"),
+    },
+    # Stripe events stored but never queued (the broker was down when the webhook answered).
+    "stripe-events-requeue": {
+        "task": "billing.tasks.stripe_events_requeue",
+        "schedule": crontab(minute="*/10"),
     },
 }
 

@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret-" + "x" * 40)
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from .base import *  # noqa: F403
-from .base import REDIS_URL, env
+from .base import CACHES, REDIS_URL, env
 
 # Tests never share Redis keys with a running `make run` on the same server.
 _redis = urlsplit(env.str("TEST_REDIS_URL", default=REDIS_URL))
@@ -19,6 +19,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "test",
+        "OPTIONS": CACHES["default"]["OPTIONS"],  # the same time-outs as everywhere
     }
 }
 CELERY_BROKER_URL = REDIS_URL
@@ -28,7 +29,11 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# In memory; a real worker started by a test cannot share that memory, so the test names a
+# backend that records to a file instead (tests/outbox/backends.py).
+EMAIL_BACKEND = env.str(
+    "TEST_EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend"
+)
 LOG_LEVEL = "WARNING"
 
 # Static files come straight from static/ (no collectstatic outside production).

@@ -41,6 +41,29 @@ def test_thirty_wrong_admin_passwords_then_the_right_one_is_refused(client, staf
     assert not _logged_in(client, staff)
 
 
+@override_settings(LOGIN_RATE_PER_IP="1000/m")  # only the per-account counter is under test
+@pytest.mark.parametrize("login", ["login", "admin:login"])
+def test_other_spellings_of_the_same_address_share_its_counter(client, staff, login):
+    # The login form folds fullwidth letters (NFKC) and ignores case: such a spelling
+    # reaches the same account, so it must not open a fresh budget of guesses.
+    spellings = [
+        "support@cac.test",
+        "SUPPORT@cac.test",
+        "\uff53upport@cac.test",
+        " Support@CAC.test ",
+    ]
+    with time_machine.travel(FROZEN, tick=False):
+        for n in range(30):
+            client.post(
+                reverse(login), {"username": spellings[n % len(spellings)], "password": "guess"}
+            )
+        response = client.post(
+            reverse(login), {"username": "\uff53\uff55pport@cac.test", "password": PASSWORD}
+        )
+    assert response.status_code == 429
+    assert not _logged_in(client, staff)
+
+
 @override_settings(LOGIN_RATE_PER_IP="4/m")
 def test_one_address_trying_many_emails_on_the_admin_login_is_refused(client, staff):
     with time_machine.travel(FROZEN, tick=False):

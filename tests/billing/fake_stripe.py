@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 import stripe
+from django.db import connection
 
 # Stripe's largest single charge in USD-like currencies; above it Stripe answers 400.
 MAX_AMOUNT_MINOR = 99_999_999
@@ -31,6 +32,13 @@ class FakeStripe(stripe.HTTPClient):
         super().__init__()
         self.calls: list[Call] = []
         self.sessions: dict[str, dict] = {}
+        # Subscriptions as Stripe holds them: an update changes the item's price in place.
+        self.subscriptions: dict[str, dict] = {}
+        # Whether the caller had a database transaction open at each request: in a
+        # `transaction=True` test any True is a network call made under a lock.
+        self.in_transaction: list[bool] = []
+        # path -> how many requests to it Stripe refuses next (400: the SDK does not retry).
+        self.refuse_next: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
@@ -38,10 +46,14 @@ class FakeStripe(stripe.HTTPClient):
         params = dict(parse_qsl(post_data or parts.query or ""))
         call = Call(method.upper(), parts.path, dict(headers or {}), params)
         self.calls.append(call)
+        self.in_transaction.append(connection.in_atomic_block)
         status, body = self._refusal(call) or (200, self._answer(call))
         return json.dumps(body), status, {"Request-Id": f"req_{next(self._ids)}"}
 
     def _refusal(self, call: Call) -> tuple[int, dict] | None:
+        if self.refuse_next.get(call.path):
+            self.refuse_next[call.path] -= 1
+            return 400, {"error": {"type": "invalid_request_error", "message": "refused"}}
         for param in ("line_items[0][price_data][unit_amount]", "amount"):
             if int(call.params.get(param) or 0) > MAX_AMOUNT_MINOR:
                 error = {
@@ -70,7 +82,19 @@ class FakeStripe(stripe.HTTPClient):
         if call.path.startswith("/v1/checkout/sessions/"):
             return self.sessions[call.path.rsplit("/", 1)[1]]
         if call.path.startswith("/v1/subscriptions/"):
-            return {"id": call.path.rsplit("/", 1)[1], "object": "subscription"}
+            subscription_id = call.path.rsplit("/", 1)[1]
+            subscription = self.subscriptions.setdefault(
+                subscription_id, {"id": subscription_id, "object": "subscription"}
+            )
+            if call.method == "POST" and "items[0][price]" in call.params:
+                item = {"id": call.params.get("items[0][id]"), "object": "subscription_item"}
+                pending = call.params.get("payment_behavior") == "pending_if_incomplete"
+                # A pending update leaves the item on its old price until the proration
+                # invoice is paid; the tests deliver what Stripe sends next.
+                if not pending:
+                    item["price"] = {"id": call.params["items[0][price]"]}
+                    subscription["items"] = {"object": "list", "data": [item]}
+            return subscription
         if call.path == "/v1/billing_portal/sessions":
             return {
                 "id": "bps_1",

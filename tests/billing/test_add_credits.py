@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 import pytest
 from django.urls import reverse
 
+from billing.checkout import FORM_REUSED
 from billing.models import CreditPackage, Purchase, SubscriptionPlan
-from billing.services import FORM_REUSED
 from credits import services as ledger
 from tests.billing.factories import PurchaseFactory
 from tests.catalog.factories import CourseFactory

@@ -1,9 +1,15 @@
+import json
+import os
+import stat
 import uuid
 
 import pytest
+import stripe
+from django.test import Client
 from django.urls import reverse
 
-from billing.models import CreditPackage, Purchase
+from billing import stripe_gateway
+from billing.models import CreditPackage, Purchase, StripeEvent
 from tests.billing.factories import PurchaseFactory
 
 pytestmark = pytest.mark.django_db
@@ -124,3 +130,47 @@ def test_the_simulated_checkout_exists_only_with_debug_and_no_key(
     assert admin_client.post(url, {"action": "pay"}).status_code == 404
     purchase.refresh_from_db()
     assert purchase.status == "pending"
+
+
+@pytest.fixture
+def simulated(settings):
+    settings.DEBUG, settings.STRIPE_SECRET_KEY, settings.STRIPE_WEBHOOK_SECRET = True, "", ""
+
+
+def test_the_simulated_checkout_signs_with_a_random_secret_of_this_install(
+    simulated, settings, tmp_path
+):
+    secret = stripe_gateway.webhook_secret()
+    path = settings.SIMULATED_WEBHOOK_SECRET_FILE
+    assert secret.startswith("whsec_sim_") and len(secret) > 40
+    assert path.read_text().strip() == secret
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stripe_gateway.webhook_secret() == secret  # made once, then kept
+    settings.SIMULATED_WEBHOOK_SECRET_FILE = tmp_path / "another" / "install"
+    assert stripe_gateway.webhook_secret() not in (secret, "")
+
+
+def test_an_event_signed_with_the_old_public_secret_is_refused(simulated):
+    payload = json.dumps({"id": "evt_1", "type": "checkout.session.completed"})
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload, "whsec_simulated_offline_checkout"
+    )
+    response = Client().post(
+        reverse("billing:stripe_webhook"),
+        payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": header},
+    )
+    assert response.status_code == 400
+    assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["x", "cs_sim_", "cs_sim_sub_", "cs_sim_sub_1", "cs_sim_sub_1_abc", "cs_sim_" + "a" * 300,
+     "cs_sim_a.b", "cs_sim_sub_99999999999999999999_" + "0" * 32, "cs_sim_nope"],
+)  # fmt: skip
+def test_a_malformed_or_unknown_simulated_session_is_a_404(admin_client, simulated, session_id):
+    url = reverse("billing:simulated_checkout", args=[session_id])
+    assert admin_client.get(url).status_code == 404
+    assert admin_client.post(url, {"action": "pay"}).status_code == 404

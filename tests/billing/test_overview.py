@@ -4,7 +4,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from billing.services import overage_invoice
+from billing.overage import overage_invoice
 from billing.tasks import overage_invoices_monthly
 from credits import services
 from credits.models import Overage

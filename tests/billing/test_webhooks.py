@@ -1,53 +1,25 @@
 """Webhooks posted as Stripe posts them: JSON signed with the SDK's own helper."""
 
 import datetime as dt
-import json
 import time
-import uuid
 from collections import Counter
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from billing.models import Purchase, StripeEvent
+from billing.models import StripeEvent
 from credits import selectors, services
 from credits.audit import ledger_audit
 from credits.models import Lot
+from tests.billing.delivery import URL, deliver
+from tests.billing.objects import buy, charge, dispute, session
 from tests.support.threads import run_threads
-
-URL = reverse("billing:stripe_webhook")
 
 
 @pytest.fixture
 def purchase(admin_client, admin, prices, fake_stripe):
-    admin_client.post(
-        reverse("billing:purchase_create"),
-        {"quantity": 100, "request_token": str(uuid.uuid4()), "next": "/credits/"},
-    )
-    return Purchase.objects.get()
-
-
-def session(purchase, **changes):
-    return {
-        "id": purchase.checkout_session_id,
-        "object": "checkout.session",
-        "payment_status": "paid",
-        "client_reference_id": str(purchase.pk),
-        "metadata": {"purchase_id": str(purchase.pk)},
-        "payment_intent": "pi_test_1",
-        "invoice": "in_test_1",
-        **changes,
-    }
-
-
-def deliver(events, type_, obj, *, client=None, event_id=None, timestamp=None, secret=None):
-    now = int(time.time())
-    payload = json.dumps(events.event(type_, obj, created=now, event_id=event_id))
-    signature = events.sign(payload, timestamp=timestamp or now, secret=secret)
-    return (client or Client()).post(
-        URL, payload, content_type="application/json", headers={"Stripe-Signature": signature}
-    )
+    return buy(admin_client)
 
 
 def credits_of(organization) -> int:
@@ -69,7 +41,7 @@ def test_a_paid_checkout_grants_one_lot_valid_365_days(events, purchase, organiz
     assert (lot.quantity, lot.reference) == (100, purchase.checkout_session_id)
     assert lot.expires_at - lot.invoiced_at == dt.timedelta(days=365)
     assert credits_of(organization) == 100
-    assert purchase.invoice_url == "https://invoice.stripe.test/in_test_1"
+    assert purchase.invoice_url == f"https://invoice.stripe.test/in_test_{purchase.pk}"
     assert_audit_clean()
 
 
@@ -158,12 +130,10 @@ def test_a_refund_after_part_was_spent_revokes_only_what_is_left(events, purchas
     deliver(events, "checkout.session.completed", session(purchase))
     pool = services.pool_account(organization=organization)
     services.credits_redeem(account=pool, quantity=30, reference="plan", idempotency_key="p1")
-    deliver(
-        events, "charge.refunded", {"id": "ch_1", "object": "charge", "payment_intent": "pi_test_1"}
-    )
+    deliver(events, "charge.refunded", charge(purchase, refunded=purchase.amount_minor))
     assert credits_of(organization) == 0
     # A dispute on the same payment afterwards finds nothing more to take.
-    deliver(events, "charge.dispute.created", {"id": "dp_1", "payment_intent": "pi_test_1"})
+    deliver(events, "charge.dispute.created", dispute(purchase))
     assert credits_of(organization) == 0
     purchase.refresh_from_db()
     assert purchase.lot.revoked_at is not None
@@ -182,7 +152,7 @@ def test_the_success_page_fulfils_when_it_arrives_before_the_webhook(
     admin_client, purchase, fake_stripe, events, organization
 ):
     fake_stripe.sessions[purchase.checkout_session_id].update(
-        payment_status="paid", payment_intent="pi_test_1"
+        payment_status="paid", payment_intent=f"pi_test_{purchase.pk}"
     )
     page = admin_client.get(reverse("billing:purchase", args=[purchase.pk]))
     assert b"100 credits added" in page.content

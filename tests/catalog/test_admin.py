@@ -19,3 +19,14 @@ def test_a_saved_cart_line_keeps_its_organization_and_user(
     assert response.status_code == 302
     line.refresh_from_db()
     assert (line.organization, line.user, line.seats) == (organization, admin, 3)
+
+
+def test_a_saved_level_stays_in_its_course(client):
+    # A level change moves an enrollment within one course: its levels never move away.
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    level = LevelFactory()
+    other = LevelFactory().course
+    response = post_change(client, level, course=other.pk, name=level.name, order=level.order)
+    assert response.status_code == 302
+    level.refresh_from_db()
+    assert level.course != other

@@ -89,3 +89,11 @@ def test_carts_are_per_person(admin_client, organization, courses):
         == 404
     )
     assert "Your cart is empty" in admin_client.get(reverse("catalog:cart")).content.decode()
+
+
+def test_adding_seats_again_never_passes_the_line_limit(admin_client, courses):
+    url = reverse("catalog:cart_add", args=[courses["excel"].pk])
+    admin_client.post(url, {"seats": 100_000})
+    response = admin_client.post(url, {"seats": 100_000}, follow=True)
+    assert "a line holds at most 100,000" in response.content.decode()
+    assert CartLine.objects.get().seats == 100_000

@@ -31,3 +31,9 @@ def test_an_htmx_refusal_is_swapped_into_the_message_region(admin_client):
 def test_the_ledgers_refusals_read_with_thousands_separators(admin_client):
     response = admin_client.post("/short/", headers={"HX-Request": "true"})
     assert "1,234,567 more needed" in response.content.decode()
+
+
+def test_a_refused_page_never_redirects_to_itself(admin_client):
+    for referer in ({}, {"Referer": "http://testserver/refuse/"}):
+        response = admin_client.get("/refuse/", headers=referer)
+        assert response["Location"] == "/"

@@ -6,11 +6,17 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
+from accounts.models import Membership
 from credits import alerts, services
 from credits.forecast import forecast
+from credits.models import Alert
 from credits.tasks import balance_alerts, expiry_reminders, ledger_audit_nightly
-from tests.accounts.factories import UserFactory
+from outbox.models import OutboxMessage
+from outbox.tasks import sweep
+from tests.accounts.factories import UserFactory, member
+from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, redeem
+from tests.outbox.backends import FlakyBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -20,22 +26,66 @@ def pool(organization):
     return services.pool_account(organization=organization)
 
 
-def test_low_balance_emails_once_per_crossing(organization, admin, pool):
+@pytest.fixture
+def run(django_capture_on_commit_callbacks):
+    """Runs a job as a worker does: the emails it wrote go out once its transaction commits."""
+
+    def run(job, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return job(*args, **kwargs)
+
+    return run
+
+
+def check(run, organization):
+    return run(alerts.balance_check, organization_id=organization.pk)
+
+
+def test_low_balance_emails_once_per_crossing(organization, admin, pool, run):
     organization.low_balance_threshold = 10
     organization.save()
     grant(organization, 12)
-    assert alerts.balance_check(organization_id=organization.pk) == []
+    assert check(run, organization) == []
     redeem(pool, 5)  # 7 left: crossed
-    assert alerts.balance_check(organization_id=organization.pk) == ["low_balance"]
-    assert alerts.balance_check(organization_id=organization.pk) == []  # still low: no repeat
+    assert check(run, organization) == ["low_balance"]
+    assert check(run, organization) == []  # still low: no repeat
     assert len(mail.outbox) == 1 and mail.outbox[0].to == [admin.email]
     assert "7 credits left" in mail.outbox[0].subject
     assert mail.outbox[0].alternatives[0][1] == "text/html"
     grant(organization, 10)  # recovered
-    alerts.balance_check(organization_id=organization.pk)
+    check(run, organization)
     redeem(pool, 15)  # down again: a new crossing
-    assert alerts.balance_check(organization_id=organization.pk) == ["low_balance"]
+    assert check(run, organization) == ["low_balance"]
     assert len(mail.outbox) == 2
+
+
+def test_each_admin_gets_their_own_alert(organization, admin, run):
+    other = member(organization, Membership.Role.ADMIN, email="second-admin@acme.test")
+    grant(organization, 1)
+    assert check(run, organization) == ["low_balance"]
+    assert sorted(m.to for m in mail.outbox) == [[admin.email], [other.email]]
+
+
+def test_an_alert_claimed_while_smtp_fails_is_sent_after_it_recovers(
+    organization, admin, run, settings
+):
+    settings.EMAIL_BACKEND = "tests.outbox.backends.FlakyBackend"
+    FlakyBackend.reset()
+    FlakyBackend.down = True
+    grant(organization, 1)
+    try:
+        assert check(run, organization) == ["low_balance"]  # claimed: the crossing is recorded
+        assert check(run, organization) == []  # and not claimed twice
+        assert mail.outbox == []
+        assert "SMTPServerDisconnected" in OutboxMessage.objects.get().last_error
+        FlakyBackend.down = False
+        with time_machine.travel(timezone.now() + dt.timedelta(minutes=5)):
+            sweep()
+            sweep()
+    finally:
+        FlakyBackend.reset()
+    assert [m.to for m in mail.outbox] == [[admin.email]]
+    assert "1 credit left" in mail.outbox[0].subject
 
 
 def test_the_dashboard_shows_a_banner_while_the_balance_is_low(admin_client, organization):
@@ -47,15 +97,15 @@ def test_the_dashboard_shows_a_banner_while_the_balance_is_low(admin_client, org
     assert b"low-balance-banner" not in admin_client.get("/").content
 
 
-def test_assigned_credits_about_to_exceed_the_balance_warn_once(organization, admin, pool):
+def test_assigned_credits_about_to_exceed_the_balance_warn_once(organization, admin, pool, run):
     organization.low_balance_threshold = 0
     organization.save()
     grant(organization, 10)
     hold(pool, 8)
-    assert alerts.balance_check(organization_id=organization.pk) == []
+    assert check(run, organization) == []
     hold(pool, 1)  # 90% assigned
-    assert alerts.balance_check(organization_id=organization.pk) == ["over_assigned"]
-    assert alerts.balance_check(organization_id=organization.pk) == []
+    assert check(run, organization) == ["over_assigned"]
+    assert check(run, organization) == []
     assert "about to exceed" in mail.outbox[0].subject
 
 
@@ -68,14 +118,45 @@ def test_over_assigned_total_is_red_on_the_dashboard(admin_client, organization,
     assert "card-alert" in page and "Assigned credits exceed your credits." in page
 
 
-def test_expiry_reminders_30_7_1_days_before_each_once(organization, admin):
+def test_expiry_reminders_30_7_1_days_before_each_once(organization, admin, run):
     lot = grant(organization, 5)
     expires = lot.expires_at
     for days_before, expected in [(40, 0), (29, 1), (28, 0), (6, 1), (6, 0), (0.5, 1), (0.4, 0)]:
         with time_machine.travel(expires - dt.timedelta(days=days_before)):
-            assert expiry_reminders() == expected, days_before
+            assert run(expiry_reminders) == expected, days_before
     assert len(mail.outbox) == 3
     assert "5 credits expire on" in mail.outbox[0].subject
+
+
+def test_200_lots_expiring_make_one_digest_per_organization(
+    organization, admin, other_organization, outsider, run
+):
+    soon = timezone.now() + dt.timedelta(days=5)
+    for n in range(200):
+        grant(organization, 1 + n % 3, expires_at=soon + dt.timedelta(minutes=n))
+    grant(other_organization, 7, expires_at=soon)
+    assert run(expiry_reminders) == 2
+    assert run(expiry_reminders) == 0  # the same day again: nothing more
+    assert sorted(m.to[0] for m in mail.outbox) == [admin.email, outsider.email]
+    (digest,) = [m for m in mail.outbox if m.to == [admin.email]]
+    assert digest.subject.startswith("399 credits in 200 lots expire soon, the first on")
+    assert "399 credits in 200 lots" in digest.body
+    assert digest.body.count("credits expire on") == alerts.DIGEST_LISTED
+    assert "and 100 more lots" in digest.body
+    (other,) = [m for m in mail.outbox if m.to == [outsider.email]]
+    assert other.subject.startswith("7 credits expire on")
+
+
+def test_a_lot_due_after_todays_digest_waits_for_tomorrows(organization, admin, run):
+    grant(organization, 5, expires_at=timezone.now() + dt.timedelta(days=20))
+    assert run(expiry_reminders) == 1
+    late = grant(organization, 3, expires_at=timezone.now() + dt.timedelta(days=6))
+    assert run(expiry_reminders) == 0  # one digest a day
+    with time_machine.travel(timezone.now() + dt.timedelta(days=1)):
+        assert run(expiry_reminders) == 1
+    assert len(mail.outbox) == 2
+    assert "3 credits expire on" in mail.outbox[1].subject  # the late lot, and only it
+    assert Alert.objects.filter(key=f"expiry:{late.pk}:7").exists()
 
 
 def test_lots_spent_or_expired_get_no_reminder(organization, admin, pool):
@@ -85,24 +166,26 @@ def test_lots_spent_or_expired_get_no_reminder(organization, admin, pool):
         assert expiry_reminders() == 0
 
 
-def test_the_balance_task_checks_every_organization(organization, admin, other_organization):
+def test_the_balance_task_checks_every_organization(organization, admin, other_organization, run):
     organization.low_balance_threshold = 10
     organization.save()
     grant(organization, 1)
     grant(other_organization, 100)
-    assert balance_alerts() == 2
+    assert run(balance_alerts) == 2
     assert len(mail.outbox) == 1
 
 
-def test_the_nightly_audit_reports_violations_to_staff(organization, caplog):
+def test_the_nightly_audit_reports_violations_to_staff(organization, caplog, run):
     staff = UserFactory(is_staff=True)
     grant(organization, 5)
-    assert ledger_audit_nightly() is True
+    assert run(ledger_audit_nightly) is True
     with connection.cursor() as cursor:  # break a cached figure behind the services' back
         cursor.execute("UPDATE credits_account SET balance = balance + 1")
-    assert ledger_audit_nightly() is False
-    assert mail.outbox[-1].to == [staff.email]
+    assert run(ledger_audit_nightly) is False
+    assert run(ledger_audit_nightly) is False  # run again the same day: one email
+    assert [m.to for m in mail.outbox] == [[staff.email]]
     assert "violation" in mail.outbox[-1].subject
+    assert "account balance differs from its entries" in mail.outbox[-1].body
     assert any(r.levelname == "ERROR" for r in caplog.records)
 
 
@@ -127,3 +210,21 @@ def test_forecast_runs_out_and_counts_what_expires_unused_first(organization, po
     assert result.expires_unused == 290
     assert result.runs_out_on == timezone.localdate(start) + dt.timedelta(days=119)
     assert result.polyline
+
+
+def test_forecast_counts_the_pool_less_its_holds_not_earmarked_credits(organization, pool):
+    start = timezone.now()
+    with time_machine.travel(start - dt.timedelta(days=90)):
+        grant(organization, 200)
+        course = services.course_account(organization=organization, course=CourseFactory())
+        services.credits_transfer(
+            source=pool, destination=course, quantity=100, idempotency_key="e"
+        )
+    for day in range(90):
+        with time_machine.travel(start - dt.timedelta(days=90 - day)):
+            redeem(pool, 1)
+    hold(pool, 5)
+    # 10 left in the pool, 5 of them promised: at one a day the last goes on day 4 (counting
+    # earmarked credits and ignoring the hold would have said day 109).
+    result = forecast(organization=organization, now=start)
+    assert result.runs_out_on == timezone.localdate(start) + dt.timedelta(days=4)

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from credits import services
 from tests.accounts.factories import UserFactory
+from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, redeem
 
 pytestmark = pytest.mark.django_db
@@ -78,7 +79,18 @@ def test_balance_as_of_a_past_date(admin_client, organization, pool):
     with time_machine.travel(dt.datetime(2026, 4, 10, 15, tzinfo=dt.UTC)):
         redeem(pool, 4)
         page = admin_client.get(URL, {"as_of": "2026-03-31"}).content.decode()
-    assert "you had <strong>10</strong> credits" in page
+    assert "your pool held <strong>10</strong> credits" in page
+
+
+def test_balance_as_of_counts_the_pool_like_every_other_figure(admin_client, organization, pool):
+    # Credits earmarked for a course are not in the pool: the figure must not count them.
+    with time_machine.travel(dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)):
+        grant(organization, 10)
+        course = services.course_account(organization=organization, course=CourseFactory())
+        services.credits_transfer(source=pool, destination=course, quantity=10, idempotency_key="e")
+    with time_machine.travel(dt.datetime(2026, 4, 10, 15, tzinfo=dt.UTC)):
+        page = admin_client.get(URL, {"as_of": "2026-03-31"}).content.decode()
+    assert "your pool held <strong>0</strong> credits" in page
 
 
 def test_history_is_paginated(admin_client, organization):

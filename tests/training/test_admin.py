@@ -87,13 +87,19 @@ def test_a_saved_plan_keeps_its_organization(support, organization, other_organi
     assert (plan.organization, plan.name) == (organization, "Renamed")
 
 
-def test_a_saved_plan_item_keeps_its_plan(support, organization, admin, globex_plan):
-    plan = plan_with(organization, admin)
+def test_a_saved_plan_item_keeps_its_plan_level_and_seats(
+    support, organization, admin, globex_plan
+):
+    # Seats and level are what Confirm users charged for: changed on the plan page (never
+    # below the people in them) or by the audited level change, not by editing the row.
+    plan = plan_with(organization, admin, emails=["a@acme.test", "b@acme.test"])
     item = plan.items.get()
-    response = post_change(support, item, plan=globex_plan.pk, seats=4)
+    dearer = LevelFactory(course=item.level.course, credit_cost=9)
+    response = post_change(support, item, plan=globex_plan.pk, seats=0, level=dearer.pk)
     assert response.status_code == 302
     item.refresh_from_db()
-    assert (item.plan, item.seats) == (plan, 4)
+    assert (item.plan, item.seats) == (plan, 2)
+    assert item.level != dearer
 
 
 def test_a_saved_participant_keeps_its_plan_and_user(
@@ -110,7 +116,7 @@ def test_a_saved_participant_keeps_its_plan_and_user(
     assert (participant.plan, participant.user, participant.email) == (
         plan,
         learner,
-        "b@acme.test",
+        learner.email,  # the address the participant's join link belongs to
     )
     assert list(globex_plan.participants.values_list("email", flat=True)) == [outsider.email]
 

@@ -364,3 +364,34 @@ def test_odd_passwords_are_form_errors_and_create_nothing(client, course_setup, 
     assert says in response.content.decode()
     assert not User.objects.filter(email="ana@x.test").exists()
     assert figures(managed).held == 1
+
+
+def test_someone_who_already_accepted_is_not_invited_again_nor_held_twice(
+    organization, admin, manager
+):
+    managed, level = _course(organization, admin, manager)
+    result = invitations.invite(
+        manager=managed, level=level, text="ana@x.test", token=str(uuid.uuid4())
+    )
+    (sent,) = result.sent
+    invitations.invite_accept(token=sent.token, user=UserFactory(email="ana@x.test"))
+    held_before = figures(managed).held
+    again = invitations.invite(
+        manager=managed, level=level, text="ana@x.test", token=str(uuid.uuid4())
+    )
+    assert (again.sent, again.resent) == ([], [])
+    assert again.rejected == [("ana@x.test", "already enrolled in this course")]
+    assert figures(managed).held == held_before
+
+
+def test_a_double_submitted_resend_keeps_the_link_it_just_emailed(organization, admin, manager):
+    managed, level = _course(organization, admin, manager)
+    (sent,) = invitations.invite(
+        manager=managed, level=level, text="ben@x.test", token=str(uuid.uuid4())
+    ).sent
+    form = str(uuid.uuid4())
+    first = invitations.invite(manager=managed, level=level, text="ben@x.test", token=form)
+    link = Assignment.objects.get(pk=sent.pk).token
+    second = invitations.invite(manager=managed, level=level, text="ben@x.test", token=form)
+    assert len(first.resent) == len(second.resent) == 1
+    assert Assignment.objects.get(pk=sent.pk).token == link  # the emailed link still works

@@ -447,3 +447,36 @@ def test_level_changes_racing_the_learners_start_end_consistent(start_policy, ad
     assert (balance.total, balance.held) == (30 - enrollment.cost, 0)
     report = ledger_audit()
     assert report.ok, report.violations
+
+
+def test_a_downgrade_of_a_seat_paid_as_overage_takes_the_overage_off_the_bill(
+    organization, admin, staff
+):
+    # Observed in review: 5 credits in the pool, a level of 10 (5 billed as overage), moved
+    # down to a level of 2: 3 went back to the lot while the 5 overage stayed on the next
+    # invoice — 7 credits for a level of 2 — and the admin page crashed.
+    organization.when_short = "bill_overage"
+    organization.save()
+    grant(organization, 5)
+    enrollment = enroll(organization, admin, cost=10)
+    assert Overage.objects.get().quantity == 5
+    cheaper = LevelFactory(course=enrollment.level.course, credit_cost=2)
+    level_changes.enrollment_change_level(
+        enrollment=enrollment, level=cheaper, staff=staff, reason="placement"
+    )
+    assert not Overage.objects.filter(billed_at__isnull=True).exists()
+    assert figures(organization).total == 3  # the lot paid 2 of the level's 2 credits
+
+
+def test_a_downgrade_of_billed_overage_gives_back_only_what_lots_paid(organization, admin, staff):
+    organization.when_short = "bill_overage"
+    organization.save()
+    grant(organization, 5)
+    enrollment = enroll(organization, admin, cost=10)
+    Overage.objects.update(billed_at=timezone.now(), invoice_reference="in_1")
+    cheaper = LevelFactory(course=enrollment.level.course, credit_cost=2)
+    level_changes.enrollment_change_level(
+        enrollment=enrollment, level=cheaper, staff=staff, reason="placement"
+    )
+    assert Overage.objects.get().quantity == 5  # invoiced already: billing credits it, not us
+    assert figures(organization).total == 3

@@ -16,6 +16,7 @@ from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant
 from tests.support.threads import run_threads
 from tests.training.factories import confirm_form, plan_with
+from training.learner import services as learner_steps
 from training.models import Enrollment, ItemAssignment, Participant, PlanItem
 from training.plans import services as plans
 
@@ -241,3 +242,77 @@ def test_a_csv_with_a_cell_over_128_kb_is_refused_with_a_message(admin_client, o
     assert response.status_code == 200
     assert "could not be read as CSV" in response.content.decode()
     assert not plan.participants.exists()
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "2026-02-30", "20266-01-01"])
+def test_checkout_refuses_start_dates_out_of_range_with_a_message(admin_client, day):
+    level = LevelFactory()
+    admin_client.post(reverse("catalog:cart_add", args=[level.pk]), {"seats": 1})
+    response = admin_client.post(
+        reverse("training:checkout"), {"name": "Q1", "start_date": day}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Start date:" in response.content.decode()
+    assert not PlanItem.objects.exists()
+
+
+def test_someone_removed_can_be_added_again_with_fresh_seats_and_a_new_link(organization, admin):
+    grant(organization, 10)
+    plan = plan_with(organization, admin, emails=["a@acme.test"])
+    person = plan.participants.get()
+    old_link = person.invite_token
+    confirmed = plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
+    assert confirmed.people == 1
+    plans.participant_remove(participant=person, user=admin)
+    result = plans.participants_add(plan=plan, rows=["a@acme.test"])
+    assert result.added == ["a@acme.test"]
+    person.refresh_from_db()
+    assert person.removed_at is None and person.invite_token != old_link
+    assert plans.plan_cost(plan=plan).total == 1  # a seat to confirm again, and to pay
+    plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
+    assert selectors.organization_balance(organization=organization).total == 8
+
+
+def test_an_address_longer_than_the_column_is_a_rejected_row_not_a_500(
+    admin_client, organization, admin
+):
+    plan = plan_with(organization, admin)
+    long_address = "a" * 250 + "@example.com"  # valid for validate_email, 262 characters
+    response = admin_client.post(
+        reverse("training:participants_add", args=[plan.pk]),
+        {"emails": long_address + ", ok@acme.test"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert list(plan.participants.values_list("email", flat=True)) == ["ok@acme.test"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_remove_racing_the_learners_start_never_marks_a_starter_removed(
+    organization, admin, learner
+):
+    grant(organization, 100)
+    for round_ in range(20):
+        plan = plan_with(organization, admin, emails=[learner.email])
+        plans.plan_confirm(plan=plan, user=admin, token=str(uuid.uuid4()))
+        person = plan.participants.get()
+        enrollment = Enrollment.objects.get(participant=person)
+
+        def work(n: int, person=person, enrollment=enrollment):
+            try:
+                if n == 0:
+                    plans.participant_remove(participant=person, user=admin)
+                else:
+                    learner_steps.enrollment_start(enrollment=enrollment, user=learner)
+            except plans.PlanRefused:
+                return "refused"
+            return "ok"
+
+        run_threads(2, work)
+        enrollment.refresh_from_db()
+        person.refresh_from_db()
+        if enrollment.started_at is not None:
+            assert enrollment.status == "started", round_
+            assert person.removed_at is None, round_
+        else:
+            assert enrollment.status == "removed" and person.removed_at is not None, round_

@@ -83,3 +83,9 @@ class AcceptForm(forms.Form):
         # Raises the validators' messages (too short, too common, like the address...).
         validate_password(password, User(email=self.email))
         return password
+
+
+class ResendForm(forms.Form):
+    """Re-invite: the rendered form's token makes a double click send one new link."""
+
+    token = forms.UUIDField(required=False)

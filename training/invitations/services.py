@@ -9,7 +9,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
@@ -19,9 +18,10 @@ from django_fsm import can_proceed
 from accounts.models import Membership, User
 from catalog.models import Level
 from credits import services as ledger
+from outbox.services import messages_enqueue
 from training.allocations.services import manager_account_of
 from training.common import TrainingRefused, split_emails
-from training.emails import send_invitation_emails, send_invitation_short_email
+from training.emails import invitation_message, invitation_short_message
 from training.models import Assignment, CourseManager
 
 from .joining import learner_account_create
@@ -98,6 +98,24 @@ def invite(*, manager: CourseManager, level: Level, text: str, token: str) -> In
             rejected.append((row, "listed twice"))
             continue
         emails.append(email)
+    # Someone who already accepted this course needs no invitation, and must not tie up a
+    # second credit: say so instead.
+    enrolled = set(
+        Assignment.objects.filter(
+            organization=manager.organization,
+            course=manager.course,
+            email__in=emails,
+            status__in=[
+                Assignment.Status.ACCEPTED,
+                Assignment.Status.STARTED,
+                Assignment.Status.COMPLETED,
+            ],
+        ).values_list("email", flat=True)
+    )
+    rejected += [
+        (email, "already enrolled in this course") for email in emails if email in enrolled
+    ]
+    emails = [email for email in emails if email not in enrolled]
     if not emails:
         return Invited(rejected=rejected)
     try:
@@ -157,7 +175,7 @@ def _invite(*, manager: CourseManager, level: Level, emails: list[str], token: s
             )
             .order_by("pk")
         }
-        resent = [reinvite(assignment=a) for a in pending.values()]
+        resent = [reinvite(assignment=a, form_token=token) for a in pending.values()]
         fresh = [email for email in emails if email not in pending]
         if not fresh:
             return Invited(resent=resent)
@@ -186,8 +204,13 @@ def _invite(*, manager: CourseManager, level: Level, emails: list[str], token: s
             )
             for email, hold in zip(fresh, holds, strict=True)
         )
-        ids = [a.pk for a in invitations]
-        transaction.on_commit(lambda: send_invitation_emails.delay(ids))
+        # Written with the invitations and their holds: sent once this commits.
+        messages_enqueue(
+            messages=[
+                invitation_message(invitation=a, organization=manager.organization)
+                for a in invitations
+            ]
+        )
     return Invited(sent=invitations, resent=resent)
 
 
@@ -213,19 +236,40 @@ def invite_cancel(*, assignment: Assignment, actor: User) -> Assignment:
     return assignment
 
 
-def reinvite(*, assignment: Assignment) -> Assignment:
-    """A new link (the old one dies), the same hold, a new validity, the email again."""
+# Links made by a re-send derive from the form that asked for it (below).
+RESEND_LINKS = uuid.UUID("8d0c5a3e-5b1f-4f1e-9a55-3c3f4f8e2b6a")
+
+
+def reinvite(*, assignment: Assignment, form_token: str = "") -> Assignment:
+    """A new link (the old one dies), the same hold, a new validity, the email again.
+
+    `form_token` (the rendered form's) names the request: its new link is derived from it, so
+    a double submission finds its own link already in place and changes and sends nothing,
+    instead of killing the link it has just emailed."""
     with transaction.atomic():
         assignment = _locked(assignment)
         if assignment.status != Assignment.Status.INVITED:
             raise InvitationRefused(
                 f"This invitation is {assignment.get_status_display().lower()}: invite again."
             )
+        new_token = (
+            uuid.uuid5(RESEND_LINKS, f"{assignment.pk}:{form_token}")
+            if form_token
+            else uuid.uuid4()
+        )
+        if new_token == assignment.token:
+            return assignment  # this very request again: its link is the current one
         assignment.replaced_tokens = [*assignment.replaced_tokens, assignment.token]
-        assignment.token = uuid.uuid4()
+        assignment.token = new_token
         assignment.expires_at = timezone.now() + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
         assignment.save(update_fields=["token", "replaced_tokens", "expires_at"])
-        transaction.on_commit(lambda: send_invitation_emails.delay([assignment.pk]))
+        # In the same transaction as the new link: the old link dies only if its replacement
+        # is sure to be sent.
+        messages_enqueue(
+            messages=[
+                invitation_message(invitation=assignment, organization=assignment.organization)
+            ]
+        )
     return assignment
 
 
@@ -325,11 +369,14 @@ def invite_accept(*, token: uuid.UUID, user: User | None, password: str = "") ->
             locked.save(update_fields=["user", "accepted_at", "status"])
     except ledger.InsufficientCredits:
         # The held credits' lots expired since the invitation was sent. All of the above was
-        # rolled back; the manager hears of it once a day at most, however often the learner
-        # retries.
-        if cache.add(f"training:invitation-short:{locked.pk}", True, timeout=24 * 3600):
-            assignment_id = locked.pk
-            transaction.on_commit(lambda: send_invitation_short_email.delay(assignment_id))
+        # rolled back; the manager is told in a transaction of its own, once a day at most
+        # however often the learner retries (the message's key names the day; no cache, so
+        # this works with Redis down too).
+        if locked.manager_id is not None:
+            with transaction.atomic():
+                messages_enqueue(
+                    messages=[invitation_short_message(invitation=locked, now=timezone.now())]
+                )
         raise InvitationShort(
             "The credits reserved for this invitation are no longer available, so it cannot "
             "be accepted right now. Your manager has been told; once they have credits for "

@@ -20,7 +20,7 @@ from training.models import Assignment, CourseManager, Participant
 
 from . import joining
 from . import services as invitations
-from .forms import AcceptForm, InviteForm
+from .forms import AcceptForm, InviteForm, ResendForm
 from .joining import AccountExists
 
 
@@ -156,8 +156,10 @@ def invitation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @member_required("manager", "admin")
 def invitation_reinvite(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _my_invitation(request, pk)
+    form = ResendForm(request.POST)
+    form_token = str(form.cleaned_data["token"] or "") if form.is_valid() else ""
     try:
-        invitations.reinvite(assignment=invitation)
+        invitations.reinvite(assignment=invitation, form_token=form_token)
         messages.success(request, f"{invitation.email} invited again with a new link.")
     except invitations.InvitationRefused as refusal:
         messages.error(request, str(refusal))

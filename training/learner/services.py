@@ -8,14 +8,18 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from credits import services as ledger
 from training.models import Assignment, Enrollment
-from training.plans.services import PlanRefused, plan_complete_if_done
+from training.plans.services import PlanRefused, plan_complete_if_done, plan_lock
 
 
 def enrollment_start(*, enrollment: Enrollment, user: User) -> Enrollment:
     """The learner starts: under policy `start` the hold is captured now (exactly once)."""
-    organization = enrollment.participant.plan.organization
+    plan = enrollment.participant.plan
+    organization = plan.organization
     with transaction.atomic():
-        enrollment = Enrollment.objects.select_for_update().get(pk=enrollment.pk)
+        # The plan row first, like Remove and Confirm users: a removal and a start of the
+        # same person take turns, so nobody who started is marked removed.
+        plan_lock(plan)
+        enrollment = Enrollment.objects.select_for_update(of=("self",)).get(pk=enrollment.pk)
         if enrollment.status != Enrollment.Status.ASSIGNED:
             return enrollment
         if enrollment.hold_id:

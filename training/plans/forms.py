@@ -1,8 +1,11 @@
 """Forms of the training plan pages: every input a plan view reads goes through one, with
 limits that match the columns, so odd input is a form error and never a 500."""
 
+import datetime as dt
+
 from django import forms
 from django.core.validators import RegexValidator
+from django.utils import timezone
 
 from .services import MAX_SEATS
 
@@ -26,9 +29,26 @@ class NoNulCharField(forms.CharField):
         return value
 
 
+# A plan starts within this many years of today: a typo such as 20266 is caught, and every
+# date the plan's rules compute from its start (the level-change window) stays a date.
+START_YEARS = 5
+
+
 class CheckoutForm(forms.Form):
     name = NoNulCharField(max_length=PLAN_NAME_LENGTH)
     start_date = forms.DateField()
+
+    def clean_start_date(self) -> dt.date:
+        start = self.cleaned_data["start_date"]
+        today = timezone.localdate()
+        # Days, not replace(year=...): that fails on February 29.
+        earliest = today - dt.timedelta(days=366)
+        latest = today + dt.timedelta(days=366 * START_YEARS)
+        if not earliest <= start <= latest:
+            raise forms.ValidationError(
+                f"Choose a start date between {earliest:%b %-d, %Y} and {latest:%b %-d, %Y}."
+            )
+        return start
 
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())

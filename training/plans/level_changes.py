@@ -77,7 +77,9 @@ def _change_level(*, enrollment: Enrollment, level: Level, staff: User, reason: 
     )
     organization = plan.organization
     zone = zoneinfo.ZoneInfo(organization.time_zone)
-    last_day = plan.start_date + dt.timedelta(days=LEVEL_CHANGE_DAYS)
+    # Plans made before start dates were bounded may start near the last representable day.
+    last_day = min(plan.start_date, dt.date.max - dt.timedelta(days=LEVEL_CHANGE_DAYS))
+    last_day += dt.timedelta(days=LEVEL_CHANGE_DAYS)
     if timezone.now().astimezone(zone).date() > last_day:
         raise PlanRefused(
             f"Level changes are possible until {last_day:%b %-d, %Y} (7 days after the plan "

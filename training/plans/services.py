@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import uuid
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -18,11 +19,14 @@ from accounts.models import Membership, Organization, User
 from catalog.models import CartLine
 from credits import services as ledger
 from credits.models import LedgerTransaction
+from outbox.services import messages_enqueue
 from training.common import TrainingRefused, bounded, people_phrase, split_emails
-from training.emails import send_assignment_emails
+from training.emails import plan_confirmation_messages
 from training.models import Enrollment, ItemAssignment, Participant, PlanItem, TrainingPlan
 
 MAX_SEATS = 100_000
+# Participant.email's column (Django's EmailField); validate_email alone allows 320.
+EMAIL_LENGTH = 254
 
 
 class PlanRefused(TrainingRefused):
@@ -81,16 +85,22 @@ def participants_add(*, plan: TrainingPlan, rows: list[str]) -> Added:
         plan = plan_lock(plan)
         if plan.status in (TrainingPlan.Status.COMPLETED, TrainingPlan.Status.CANCELLED):
             raise PlanRefused("This plan is closed; create a new one.")
-        existing = set(plan.participants.values_list("email", flat=True))
+        existing = set(
+            plan.participants.filter(removed_at__isnull=True).values_list("email", flat=True)
+        )
+        # Someone removed earlier comes back as the same participant, with fresh seats.
+        removed = {p.email: p for p in plan.participants.filter(removed_at__isnull=False)}
         members = dict(
             Membership.objects.filter(organization=plan.organization).values_list(
                 "user__email", "user_id"
             )
         )
-        new = []
+        new, returning = [], []
         for row in rows:
             email = row.strip().lower()
             try:
+                if len(email) > EMAIL_LENGTH:
+                    raise ValidationError("too long")
                 validate_email(email)
             except ValidationError:
                 result.rejected.append((row, "not an email address"))
@@ -99,14 +109,25 @@ def participants_add(*, plan: TrainingPlan, rows: list[str]) -> Added:
                 result.rejected.append((row, "already in this plan"))
                 continue
             existing.add(email)
-            new.append(Participant(plan=plan, email=email, user_id=members.get(email)))
+            if email in removed:
+                returning.append(removed[email])
+            else:
+                new.append(Participant(plan=plan, email=email, user_id=members.get(email)))
             result.added.append(email)
-        if not new:
+        if not new and not returning:
             return result
         Participant.objects.bulk_create(new)
+        for person in returning:
+            # A new link: the one sent before the removal must not come back to life.
+            person.removed_at, person.confirmed_at = None, None
+            person.invite_token = uuid.uuid4()
+            person.user_id = members.get(person.email, person.user_id)
+            person.save(update_fields=["removed_at", "confirmed_at", "invite_token", "user"])
         items = list(plan.items.all())
         ItemAssignment.objects.bulk_create(
-            ItemAssignment(item=item, participant=person) for person in new for item in items
+            ItemAssignment(item=item, participant=person)
+            for person in new + returning
+            for item in items
         )
         filled = _filled_seats(plan)
         for item in items:
@@ -271,9 +292,17 @@ def plan_confirm(
             )
         if not pending:
             return Confirmation(people=0, credits=0)
+        people = {a.participant_id: a.participant for a in pending}
+        # Everyone's email is written here, in this transaction (so rolled back with it if the
+        # ledger refuses), and before the ledger's locks: rendering thousands of emails never
+        # lengthens them. One statement; the outbox sends them once this commits.
+        messages_enqueue(
+            messages=plan_confirmation_messages(
+                plan=plan, organization=organization, people=people.values(), cause=key
+            )
+        )
         pool = ledger.pool_account(organization=organization)
         overage = organization.when_short == Organization.WhenShort.BILL_OVERAGE
-        people = {a.participant_id: a.participant for a in pending}
         total = sum(a.item.level.credit_cost for a in pending)
         if organization.redemption_point == Organization.RedemptionPoint.START:
             holds = ledger.holds_place_batch(
@@ -319,8 +348,6 @@ def plan_confirm(
         )
         plan.confirm()
         plan.save(update_fields=["status"])
-        ids = list(people)
-        transaction.on_commit(lambda: send_assignment_emails.delay(ids))
     return Confirmation(people=len(people), credits=total)
 
 
@@ -352,7 +379,12 @@ def participant_remove(*, participant: Participant, user: User) -> str:
         participant = Participant.objects.select_for_update(of=("self",)).get(pk=participant.pk)
         if participant.removed_at:
             return f"{participant.email} was already removed."
-        enrollments = list(participant.enrollments.select_related("hold"))
+        # Locked, and read after the lock: a Start committed meanwhile is seen here.
+        enrollments = list(
+            participant.enrollments.select_for_update(of=("self",))
+            .select_related("hold")
+            .exclude(status=Enrollment.Status.REMOVED)
+        )
         if any(e.status != Enrollment.Status.ASSIGNED for e in enrollments):
             raise PlanRefused(f"{participant.email} has started: they can no longer be removed.")
         released = 0
@@ -364,6 +396,8 @@ def participant_remove(*, participant: Participant, user: User) -> str:
             enrollment.save(update_fields=["status"])
         participant.removed_at = timezone.now()
         participant.save(update_fields=["removed_at"])
+        # Their seats are free again; the enrollments keep what happened to them.
+        ItemAssignment.objects.filter(participant=participant).delete()
     if released:
         return f"{participant.email} removed; {released} assigned credits are available again."
     if any(e.redemption_id for e in enrollments):
