@@ -314,10 +314,11 @@ class Dispute(models.Model):
     """A Stripe dispute of a payment. Its credits are revoked while it is open or lost and
     given back (lot_restore) if it is won."""
 
-    # Funds stay with the customer's bank in these: the credits are revoked meanwhile.
+    # Funds stay with the customer's bank in these: the credits are revoked meanwhile. An
+    # inquiry (warning_*) takes no money, and the charge can still be refunded during it, so
+    # it revokes nothing: a refund then revokes its own share, and nothing is given back
+    # twice when the inquiry closes.
     UNRESOLVED = (
-        "warning_needs_response",
-        "warning_under_review",
         "needs_response",
         "under_review",
         "appeal_needs_response",

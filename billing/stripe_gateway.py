@@ -191,8 +191,21 @@ def subscription_change_plan(subscription: Subscription, plan: SubscriptionPlan)
             "proration_behavior": "always_invoice",
             "payment_behavior": "pending_if_incomplete",
         },
-        options={"idempotency_key": f"subscription:{subscription.pk}:plan:{plan.pk}"},
+        options={
+            "idempotency_key": (
+                f"subscription:{subscription.pk}:plan:{plan.pk}:{_state(subscription)}"
+            )
+        },
     )
+
+
+def _state(subscription: Subscription) -> int:
+    """Which state of the subscription a request starts from (its newest applied event).
+    In the key, so a double click or a retry is one request, while the same change asked
+    again after the subscription moved on (a downgrade or renewal in the customer portal)
+    is a new one — Stripe would otherwise replay the first answer for 24 hours."""
+    stamp = subscription.state_as_of
+    return int(stamp.timestamp()) if stamp else 0
 
 
 def subscription_cancel_at_period_end(subscription: Subscription) -> None:
@@ -201,7 +214,9 @@ def subscription_cancel_at_period_end(subscription: Subscription) -> None:
     stripe_client().v1.subscriptions.update(
         subscription.stripe_subscription_id,
         params={"cancel_at_period_end": True},
-        options={"idempotency_key": f"subscription:{subscription.pk}:cancel"},
+        options={
+            "idempotency_key": f"subscription:{subscription.pk}:cancel:{_state(subscription)}"
+        },
     )
 
 
@@ -224,24 +239,28 @@ def overage_invoice_create(
     client = stripe_client()
     customer = customer_id_for(organization)
     key = f"overage:{organization.pk}:{month}"
+    # The invoice first, then its line attached to it: a loose invoice item left behind by a
+    # failed or lost second call would ride along on the customer's next subscription
+    # invoice and be billed twice.
+    invoice = client.v1.invoices.create(
+        params={
+            "customer": customer,
+            "collection_method": "charge_automatically",
+            "pending_invoice_items_behavior": "exclude",
+            "auto_advance": True,
+            "metadata": {"organization_id": str(organization.pk), "overage_month": month},
+        },
+        options={"idempotency_key": f"{key}:invoice"},
+    )
     client.v1.invoice_items.create(
         params={
             "customer": customer,
+            "invoice": invoice.id,
             "amount": amount_minor,
             "currency": currency.lower(),
             "description": f"Overage {month}: {quantity:,} credits at the list price",
         },
         options={"idempotency_key": f"{key}:item"},
-    )
-    invoice = client.v1.invoices.create(
-        params={
-            "customer": customer,
-            "collection_method": "charge_automatically",
-            "pending_invoice_items_behavior": "include",
-            "auto_advance": True,
-            "metadata": {"organization_id": str(organization.pk), "overage_month": month},
-        },
-        options={"idempotency_key": f"{key}:invoice"},
     )
     return invoice.id
 

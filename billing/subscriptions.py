@@ -415,6 +415,18 @@ def subscription_start(
 ) -> str:
     if live_subscription(organization=organization) is not None:
         raise PurchaseRefused("You already have a subscription: upgrade it instead.")
+    # One that is not live yet (its first payment incomplete, unpaid or paused) would become
+    # a second paying subscription if both went through.
+    unfinished = (
+        Subscription.objects.filter(organization=organization)
+        .exclude(status__in=Subscription.ENDED_STATUSES)
+        .exists()
+    )
+    if unfinished:
+        raise PurchaseRefused(
+            "Your subscription's first payment is not complete yet: finish it in the Stripe "
+            "customer portal, or wait until it expires, before subscribing again."
+        )
     if not plan.active or plan.currency != organization.currency:
         raise PurchaseRefused("That plan is not available.")
     return stripe_gateway.subscription_checkout_create(organization, plan, request_token)

@@ -8,13 +8,15 @@ from . import checkout, overage, webhooks
 
 
 # Acknowledged only once it ran (a worker lost mid-event hands it back); retried with
-# exponential backoff (30 s, 1 min, 2 min ... at most an hour apart, with jitter), eight
-# times: about four hours in all, after which the event waits, failed, for support.
+# exponential backoff (30 s, 1 min, 2 min, then every 5 min, with jitter), eight times, after
+# which the event waits, failed, for support (and the requeue beat job). The wait stays
+# below the broker's visibility timeout: a retry waiting longer would be handed to a second
+# worker too, and every copy would schedule retries of its own.
 @shared_task(
     acks_late=True,
     autoretry_for=(Exception,),
     retry_backoff=30,
-    retry_backoff_max=3600,
+    retry_backoff_max=300,
     retry_jitter=True,
     max_retries=8,
 )

@@ -64,7 +64,10 @@ def test_monthly_overage_is_invoiced_once_at_the_list_price(overage_org, prices,
     item = fake_stripe.calls_to("/v1/invoiceitems")[0]
     assert (item.params["amount"], item.params["currency"]) == ("3000", "usd")
     assert item.idempotency_key == f"overage:{overage_org.pk}:2026-10:item"
-    assert len(fake_stripe.calls_to("/v1/invoices")) == 1
+    (invoice,) = fake_stripe.calls_to("/v1/invoices")
+    # The line belongs to this invoice: nothing loose for the next subscription invoice.
+    assert invoice.params["pending_invoice_items_behavior"] == "exclude"
+    assert item.params["invoice"] == Overage.objects.get().invoice_reference
     billed = Overage.objects.get()
     assert billed.billed_at is not None and billed.invoice_reference.startswith("in_test_")
 

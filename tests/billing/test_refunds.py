@@ -236,3 +236,21 @@ def test_a_refund_recorded_while_its_payment_is_being_fulfilled_is_not_lost(
     thread.join()
     assert credits_of(organization) == 50
     assert status_of(purchase) == "partially_refunded"
+
+
+def test_a_refund_during_an_inquiry_stays_refunded_when_the_inquiry_closes(
+    admin_client, admin, prices, fake_stripe, events, organization
+):
+    purchase = buy(admin_client, 100)
+    deliver(events, "checkout.session.completed", session(purchase))
+    deliver(events, "charge.dispute.created", dispute(purchase, status="warning_needs_response"))
+    assert credits_of(organization) == 100  # an inquiry takes no money
+    deliver(events, "charge.refunded", charge(purchase, refunded=purchase.amount_minor // 2))
+    assert credits_of(organization) == 50
+    deliver(
+        events,
+        "charge.dispute.closed",
+        dispute(purchase, status="warning_closed"),
+        created=int(time.time()) + 10,
+    )
+    assert credits_of(organization) == 50

@@ -9,7 +9,8 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from billing import simulated
+from billing import simulated, subscriptions
+from billing.errors import PurchaseRefused
 from billing.models import Subscription, SubscriptionInvoice, SubscriptionPlan
 from credits import selectors
 from credits.audit import ledger_audit
@@ -400,3 +401,59 @@ def test_the_simulated_checkout_subscribes_and_upgrades_through_the_webhook(
     assert credits_of(organization) == 50 + 147
     record = Subscription.objects.get()
     assert (record.plan, record.pending_plan) == (team, None)
+
+
+def _subscription_posts(fake_stripe) -> list[str]:
+    return [
+        call.idempotency_key
+        for call in fake_stripe.calls_to("/v1/subscriptions/sub_1")
+        if call.method == "POST"
+    ]
+
+
+def test_an_upgrade_asked_again_after_a_portal_downgrade_is_a_new_request(
+    admin_client, events, organization, plans, fake_stripe
+):
+    starter, team = plans["Starter"], plans["Team"]
+    subscribe_in_stripe_order(events, organization, starter)
+    admin_client.post(reverse("billing:subscription_upgrade"), {"plan": team.pk})
+    deliver(
+        events, "invoice.paid", proration_invoice(organization, starter, team, amount_paid=62_500)
+    )
+    now = int(time.time())
+    deliver(
+        events, "customer.subscription.updated", subscription(organization, team), created=now + 1
+    )
+    deliver(
+        events,
+        "customer.subscription.updated",
+        subscription(organization, starter),
+        created=now + 2,
+    )
+    admin_client.post(reverse("billing:subscription_upgrade"), {"plan": team.pk})
+    keys = _subscription_posts(fake_stripe)
+    assert len(keys) == 2 and len(set(keys)) == 2  # Stripe would replay a reused key
+
+
+def test_a_cancel_asked_again_after_renewing_in_the_portal_is_a_new_request(
+    admin_client, events, organization, plans, fake_stripe
+):
+    subscribe_in_stripe_order(events, organization, plans["Starter"])
+    admin_client.post(reverse("billing:subscription_cancel"))
+    renewed = subscription(organization, plans["Starter"], cancel_at_period_end=False)
+    deliver(events, "customer.subscription.updated", renewed, created=int(time.time()) + 5)
+    assert not Subscription.objects.get().cancel_at_period_end
+    admin_client.post(reverse("billing:subscription_cancel"))
+    keys = _subscription_posts(fake_stripe)
+    assert len(keys) == 2 and len(set(keys)) == 2
+
+
+def test_no_second_subscription_starts_beside_one_whose_first_payment_is_incomplete(
+    events, organization, plans, fake_stripe
+):
+    first = subscription(organization, plans["Starter"], status="incomplete")
+    deliver(events, "customer.subscription.created", first)
+    with pytest.raises(PurchaseRefused, match="first payment is not complete"):
+        subscriptions.subscription_start(
+            organization=organization, plan=plans["Team"], request_token="second-tab"
+        )
