@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 
+from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
@@ -165,7 +166,7 @@ def run() -> None:
         bench="redeem_during_expiry",
         lots=expired,
         expiry_seconds=round(seconds, 2),
-        batch_lots=services.EXPIRY_BATCH_LOTS,
+        batch_lots=settings.CREDITS_EXPIRY_BATCH_LOTS,
         threads=THREADS,
         redemptions=len(ordered),
         p50_ms=round(_percentile(ordered, 0.50) * 1000, 1),

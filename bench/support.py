@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from glob import glob
 
 import psycopg
@@ -35,7 +36,16 @@ def prepare_django_database() -> None:
     so the figures, grow from one run to the next."""
     name = settings.DATABASES["default"]["NAME"]
     with psycopg.connect(**database_params("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FORCE cannot end a superuser's session, and autovacuum works on the last run's
+        # million-row tables for a while after it: wait for it to move on.
+        for attempt in range(120):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                if attempt == 119:
+                    raise
+                time.sleep(1)
         conn.execute(f'CREATE DATABASE "{name}"')
     call_command("migrate", verbosity=0, interactive=False)
 

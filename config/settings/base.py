@@ -200,6 +200,12 @@ OVER_ASSIGNED_SHARE = env.float("OVER_ASSIGNED_SHARE", default=0.9)
 # Days before a lot's expiry when its admins are reminded (each once).
 EXPIRY_REMINDER_DAYS = [30, 7, 1]
 
+# Lots expired per transaction (credits/services.py lots_expire): each batch locks the
+# accounts of its organizations until it commits, so this bounds how long a redemption there
+# can wait for the expiry (bench `redeem_during_expiry`), while larger batches spend less per
+# lot on round trips and commits (bench `expire_lots`).
+CREDITS_EXPIRY_BATCH_LOTS = env_int("CREDITS_EXPIRY_BATCH_LOTS", 1_000, minimum=1)
+
 # Days a manager's invitation link stays valid; expiry releases its held credits.
 INVITATION_VALID_DAYS = env_int("INVITATION_VALID_DAYS", 14, minimum=1)
 
