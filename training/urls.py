@@ -11,6 +11,12 @@ urlpatterns = [
     path("plans/", plans.plans, name="plans"),
     path("plans/<int:pk>/", plans.plan, name="plan"),
     path("plans/<int:pk>/participants/", plans.participants_add, name="participants_add"),
+    path("plans/<int:pk>/members/", plans.member_search, name="member_search"),
+    path(
+        "plans/<int:pk>/participants/remove/",
+        plans.participants_remove,
+        name="participants_remove",
+    ),
     path(
         "plans/<int:pk>/participants/<int:participant_id>/remove/",
         plans.participant_remove,

@@ -26,6 +26,8 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
     "catalog:cart_line": ("post", lambda org: {"pk": cart_line_of(org).pk}, {}),
     "training:plan": ("get", lambda org: {"pk": plan_of(org).pk}, {}),
     "training:participants_add": ("post", lambda org: {"pk": plan_of(org).pk}, {}),
+    "training:participants_remove": ("post", lambda org: {"pk": plan_of(org).pk}, {}),
+    "training:member_search": ("get", lambda org: {"pk": plan_of(org).pk}, {}),
     "training:participant_remove": (
         "post",
         lambda org: {"pk": (p := plan_of(org)).pk, "participant_id": p.participants.get().pk},

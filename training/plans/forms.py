@@ -7,6 +7,8 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.utils import timezone
 
+from accounts.models import Membership
+
 from .services import MAX_SEATS
 
 # A pasted list or a CSV of this size is thousands of people: beyond it, split the file.
@@ -64,14 +66,41 @@ class ConfirmForm(forms.Form):
     )
 
 
+# Members added in one submission from the search picker: a page of ticks, not a directory.
+MAX_MEMBERS_PICKED = 500
+
+
 class AddPeopleForm(forms.Form):
     members = forms.MultipleChoiceField(required=False)
     emails = NoNulCharField(required=False, max_length=MAX_EMAILS_TEXT, strip=True)
     csv = forms.FileField(required=False)
 
-    def __init__(self, *args, member_emails: list[str], **kwargs):
+    def __init__(self, *args, organization, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["members"].choices = [(email, email) for email in member_emails]
+        self.organization = organization
+        # The choices are whatever the search showed; clean_members checks them against
+        # the organization with one query of the ticked addresses, never a list of everyone.
+        picked = self.data.getlist("members") if hasattr(self.data, "getlist") else []
+        self.fields["members"].choices = [(email, email) for email in picked]
+
+    def clean_members(self) -> list[str]:
+        picked = list(dict.fromkeys(self.cleaned_data["members"]))
+        if len(picked) > MAX_MEMBERS_PICKED:
+            raise forms.ValidationError(
+                f"Tick at most {MAX_MEMBERS_PICKED} members at once, or paste their addresses."
+            )
+        if any("\x00" in email or len(email) > 254 for email in picked):
+            raise forms.ValidationError("Choose members from the search results.")
+        known = set(
+            Membership.objects.filter(
+                organization=self.organization, user__email__in=picked
+            ).values_list("user__email", flat=True)
+        )
+        if set(picked) - known:
+            raise forms.ValidationError(
+                "Someone you ticked is no longer a member of this organization."
+            )
+        return picked
 
     def clean_csv(self):
         upload = self.cleaned_data.get("csv")
@@ -88,3 +117,47 @@ class SeatsForm(forms.Form):
 
 class AssignmentForm(forms.Form):
     participant = forms.IntegerField(min_value=1, max_value=2**63 - 1)
+
+
+class PeopleFilterForm(forms.Form):
+    """The People list's search, status filter and page: read from the query string."""
+
+    STATUSES = [
+        ("", "Everyone"),
+        ("pending", "Not confirmed yet"),
+        ("confirmed", "Confirmed"),
+        ("removed", "Removed"),
+    ]
+
+    q = NoNulCharField(required=False, max_length=254, strip=True, label="Search people")
+    status = forms.ChoiceField(required=False, choices=STATUSES, label="Status")
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+
+
+class MemberSearchForm(forms.Form):
+    # Not `q`: the People list's search shares the plan page's query string.
+    member_q = NoNulCharField(required=False, max_length=254, strip=True, label="Find members")
+
+
+# People removed by one click of "Remove selected": one page of the list at most.
+MAX_BULK_REMOVE = 200
+
+
+class BulkRemoveForm(forms.Form):
+    participants = forms.TypedMultipleChoiceField(coerce=int)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Ids of the ticked rows; which of them belong to the plan is the view's query.
+        picked = self.data.getlist("participants") if hasattr(self.data, "getlist") else []
+        self.fields["participants"].choices = [
+            (value, value) for value in picked if value.isascii() and value.isdigit()
+        ]
+
+    def clean_participants(self) -> list[int]:
+        ids = list(dict.fromkeys(self.cleaned_data["participants"]))
+        if len(ids) > MAX_BULK_REMOVE:
+            raise forms.ValidationError(f"Remove at most {MAX_BULK_REMOVE} people at once.")
+        if any(not 0 < pk < 2**63 for pk in ids):
+            raise forms.ValidationError("Tick people in the list to remove them.")
+        return ids

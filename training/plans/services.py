@@ -205,6 +205,14 @@ class PlanCost:
         """Every seat of every item: what the cart showed before checkout."""
         return sum(figures.planned_cost for figures in self.items)
 
+    @property
+    def seats(self) -> int:
+        return sum(figures.item.seats for figures in self.items)
+
+    @property
+    def filled(self) -> int:
+        return sum(figures.filled for figures in self.items)
+
 
 def _pending_assignments(plan: TrainingPlan) -> list[ItemAssignment]:
     return list(

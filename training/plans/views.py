@@ -3,7 +3,9 @@
 import uuid
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -21,10 +23,23 @@ from training.common import people_phrase
 from training.models import Participant, PlanItem, TrainingPlan
 
 from . import services
-from .forms import AddPeopleForm, AssignmentForm, CheckoutForm, ConfirmForm, SeatsForm
+from .forms import (
+    AddPeopleForm,
+    AssignmentForm,
+    BulkRemoveForm,
+    CheckoutForm,
+    ConfirmForm,
+    MemberSearchForm,
+    PeopleFilterForm,
+    SeatsForm,
+)
 
 # A CSV of thousands of bad rows is summarised, not listed.
 REJECTED_SHOWN = 20
+# People per page of a plan's list: a plan of thousands is a page of rows, not a directory.
+PEOPLE_PER_PAGE = 50
+# Members shown by one search of the picker.
+MEMBERS_SHOWN = 20
 
 
 @require_POST
@@ -61,22 +76,70 @@ def _plan(request: HttpRequest, pk: int) -> TrainingPlan:
     return get_object_or_404(TrainingPlan, pk=pk, organization=request.organization)
 
 
+def _people_filter(request: HttpRequest) -> QueryDict:
+    """The People list's search, status and page: the query string of a GET, or the same
+    fields sent along with a POST from that page (hx-include), so that a Remove or a
+    Confirm answers with the list as the admin was looking at it."""
+    source = request.GET if request.method == "GET" else request.POST
+    kept = QueryDict(mutable=True)
+    for name in ("q", "status", "page"):
+        if source.get(name):
+            kept[name] = source.get(name)
+    return kept
+
+
+def _people(plan: TrainingPlan, data: QueryDict) -> dict:
+    form = PeopleFilterForm(data)
+    chosen = form.cleaned_data if form.is_valid() else {}
+    people: QuerySet[Participant] = plan.participants.order_by("id")
+    if chosen.get("q"):
+        people = people.filter(email__icontains=chosen["q"])
+    status = chosen.get("status")
+    if status == "pending":
+        people = people.filter(removed_at__isnull=True, confirmed_at__isnull=True)
+    elif status == "confirmed":
+        people = people.filter(removed_at__isnull=True, confirmed_at__isnull=False)
+    elif status == "removed":
+        people = people.filter(removed_at__isnull=False)
+    page = Paginator(
+        people.prefetch_related("enrollments__level__course", "assignments"), PEOPLE_PER_PAGE
+    ).get_page(chosen.get("page") or 1)
+    query = data.copy()
+    query.pop("page", None)
+    return {
+        "people_form": form,
+        "people_page": page,
+        "people_filtered": bool(chosen.get("q") or status),
+        "people_query": query.urlencode(),
+        "people_total": plan.participants.count(),
+    }
+
+
+def _members_found(request: HttpRequest, plan: TrainingPlan, text: str) -> list[Membership]:
+    """Up to MEMBERS_SHOWN members not yet in the plan whose address contains `text`."""
+    found = (
+        Membership.objects.filter(organization=request.organization)
+        .exclude(user__email__in=plan.participants.values("email"))
+        .select_related("user")
+        .order_by("user__email")
+    )
+    if text:
+        found = found.filter(Q(user__email__icontains=text) | Q(user__first_name__icontains=text))
+    return list(found[:MEMBERS_SHOWN])
+
+
 def _plan_context(request: HttpRequest, plan: TrainingPlan) -> dict:
     cost = services.plan_cost(plan=plan)
     balance = credit_selectors.organization_balance(organization=request.organization)
-    participants = plan.participants.prefetch_related("enrollments__level__course", "assignments")
-    enrolled_emails = set(plan.participants.values_list("email", flat=True))
-    members = (
-        Membership.objects.filter(organization=request.organization)
-        .exclude(user__email__in=enrolled_emails)
-        .select_related("user")
-    )
+    search = MemberSearchForm(request.GET if request.method == "GET" else None)
+    member_q = search.cleaned_data["member_q"] if search.is_valid() else ""
     return {
         "plan": plan,
         "cost": cost,
         "items": cost.items,
-        "participants": participants,
-        "members": members,
+        **_people(plan, _people_filter(request)),
+        "member_q": member_q,
+        "members_found": _members_found(request, plan, member_q) if member_q else [],
         "balance": balance,
         "shortfall": shortfall_for(
             organization=request.organization, need=cost.total, balance=balance
@@ -92,9 +155,26 @@ def _plan_context(request: HttpRequest, plan: TrainingPlan) -> dict:
 def plan(request: HttpRequest, pk: int) -> HttpResponse:
     item = _plan(request, pk)
     template = "training/plan.html"
-    if request.htmx and request.htmx.target == "plan-body":
-        template += "#body"
+    if request.htmx and request.htmx.target in ("plan-body", "people"):
+        template += "#body" if request.htmx.target == "plan-body" else "#people"
     return render(request, template, _plan_context(request, item))
+
+
+@require_GET
+@admin_required
+def member_search(request: HttpRequest, pk: int) -> HttpResponse:
+    """The picker's results as the admin types (htmx); without script, the same search
+    runs on the plan page itself (`member_q` in its query string)."""
+    item = _plan(request, pk)
+    form = MemberSearchForm(request.GET)
+    text = form.cleaned_data["member_q"] if form.is_valid() else ""
+    if not request.htmx:
+        return redirect(reverse("training:plan", args=[item.pk]) + f"?{request.GET.urlencode()}")
+    return render(
+        request,
+        "training/plan.html#member_results",
+        {"plan": item, "member_q": text, "members_found": _members_found(request, item, text)},
+    )
 
 
 def _back_to_plan(request: HttpRequest, plan: TrainingPlan) -> HttpResponse:
@@ -115,12 +195,7 @@ def _form_errors(request: HttpRequest, form) -> None:
 @admin_required
 def participants_add(request: HttpRequest, pk: int) -> HttpResponse:
     item = _plan(request, pk)
-    member_emails = list(
-        Membership.objects.filter(organization=request.organization).values_list(
-            "user__email", flat=True
-        )
-    )
-    form = AddPeopleForm(request.POST, request.FILES, member_emails=member_emails)
+    form = AddPeopleForm(request.POST, request.FILES, organization=request.organization)
     if not form.is_valid():
         _form_errors(request, form)
         return _back_to_plan(request, item)
@@ -162,6 +237,40 @@ def participant_remove(request: HttpRequest, pk: int, participant_id: int) -> Ht
         messages.info(request, services.participant_remove(participant=person, user=request.user))
     except (services.PlanRefused, CreditsError) as refusal:
         messages.error(request, str(refusal))
+    return _back_to_plan(request, item)
+
+
+@require_POST
+@admin_required
+def participants_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Remove selected: each person as Remove would, each in a transaction of its own, so
+    that one who has started (and cannot be removed) holds back no one else."""
+    item = _plan(request, pk)
+    form = BulkRemoveForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Tick the people to remove first.")
+        return _back_to_plan(request, item)
+    people = list(
+        Participant.objects.filter(
+            plan=item, pk__in=form.cleaned_data["participants"], removed_at__isnull=True
+        ).order_by("id")
+    )
+    removed, refused = 0, []
+    for person in people:
+        try:
+            services.participant_remove(participant=person, user=request.user)
+        except (services.PlanRefused, CreditsError) as refusal:
+            refused.append(str(refusal))
+        else:
+            removed += 1
+    if removed:
+        messages.success(request, f"Removed {people_phrase(removed)}.")
+    for reason in refused[:REJECTED_SHOWN]:
+        messages.error(request, reason)
+    if len(refused) > REJECTED_SHOWN:
+        messages.error(request, f"…and {len(refused) - REJECTED_SHOWN:,} more not removed.")
+    if not removed and not refused:
+        messages.info(request, "Everyone ticked was already removed.")
     return _back_to_plan(request, item)
 
 
