@@ -36,6 +36,7 @@ urlpatterns = [
     path("join/<uuid:token>/", invitations.join, name="join"),
     path("allocations/", allocations.allocations, name="allocations"),
     path("allocations/do/", allocations.allocation_action, name="allocation_action"),
+    path("allocations/members/", allocations.member_suggestions, name="allocation_members"),
     path("courses/", invitations.my_courses, name="my_courses"),
     path("courses/<int:pk>/", invitations.managed_course, name="managed_course"),
     path("courses/<int:pk>/invite/", invitations.invite, name="invite"),

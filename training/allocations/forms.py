@@ -29,7 +29,16 @@ class AllocationForm(forms.Form):
     manager = forms.IntegerField(**ID_FIELD)
     user = forms.IntegerField(**ID_FIELD)
     level = forms.IntegerField(**ID_FIELD)
+    # Register and enroll name the member by address (typed, or picked from the search's
+    # suggestions); `user` (an id) is still read from pages rendered before.
+    email = forms.CharField(required=False, max_length=254, strip=True)
     token = forms.UUIDField(required=False)
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"]
+        if "\x00" in email:
+            raise forms.ValidationError("Enter the member's email address.")
+        return email
 
     def clean(self):
         data = super().clean()
@@ -40,4 +49,20 @@ class AllocationForm(forms.Form):
             and "quantity" not in self.errors
         ):
             self.add_error("quantity", "Enter a number of credits above zero.")
+        if (
+            data.get("action") in {"register", "enroll"}
+            and not data.get("user")
+            and not data.get("email")
+            and "email" not in self.errors
+        ):
+            self.add_error("email", "Enter the member's email address.")
         return data
+
+
+class MemberLookupForm(forms.Form):
+    """What the admin has typed so far in a member's address box."""
+
+    email = forms.CharField(required=False, max_length=254, strip=True)
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].replace("\x00", "")

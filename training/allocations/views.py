@@ -3,6 +3,7 @@
 import uuid
 
 from django.contrib import messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -19,7 +20,10 @@ from credits.services import CreditsError, InsufficientCredits
 from training.models import CourseManager
 
 from . import services
-from .forms import AllocationForm
+from .forms import AllocationForm, MemberLookupForm
+
+# Suggestions offered as the admin types a member's address.
+MEMBERS_SUGGESTED = 10
 
 
 @never_cache
@@ -48,17 +52,48 @@ def allocations(request: HttpRequest) -> HttpResponse:
         }
         for course in Course.objects.filter(published=True).prefetch_related("levels")
     ]
-    members = Membership.objects.filter(organization=organization).select_related("user")
     return render(
         request,
         "training/allocations.html",
         {
             "rows": rows,
             "pool": figures_of(Account.Kind.POOL),
-            "members": members,
+            "balance": credit_selectors.organization_balance(organization=organization),
             "token": uuid.uuid4(),
         },
     )
+
+
+@require_GET
+@admin_required
+def member_suggestions(request: HttpRequest) -> HttpResponse:
+    """The `<option>`s of the page's member datalist for what has been typed: a handful of
+    members, never the whole directory (htmx; the boxes also take a full address typed)."""
+    form = MemberLookupForm(request.GET)
+    text = form.cleaned_data["email"] if form.is_valid() else ""
+    found = []
+    if text:
+        found = list(
+            Membership.objects.filter(organization=request.organization)
+            .filter(Q(user__email__icontains=text) | Q(user__first_name__icontains=text))
+            .select_related("user")
+            .order_by("user__email")[:MEMBERS_SUGGESTED]
+        )
+    return render(request, "training/allocations.html#member_options", {"found": found})
+
+
+def _member(request: HttpRequest, data: dict) -> User:
+    """The member a register or enroll form names: by id (older pages) or by address."""
+    members = User.objects.filter(memberships__organization=request.organization)
+    if data.get("user"):
+        return get_object_or_404(members, pk=data["user"])
+    user = members.filter(email__iexact=data["email"]).first()
+    if user is None:
+        raise services.AllocationRefused(
+            f"No member of {request.organization.name} has the address {data['email'][:254]}. "
+            "Check it, or invite them to a training plan first."
+        )
+    return user
 
 
 @require_POST
@@ -91,7 +126,7 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
             )
         elif action == "register":
             course = get_object_or_404(Course, pk=data["course"])
-            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
+            user = _member(request, data)
             services.manager_register(organization=organization, course=course, user=user)
             messages.success(request, f"{user.email} now manages {course}.")
         elif action in ("assign", "take_back"):
@@ -105,7 +140,7 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
                 f"{quantity:,} credit{pluralize(quantity)} moved for {manager.user.email}.",
             )
         else:  # enroll
-            user = get_object_or_404(User, pk=data["user"], memberships__organization=organization)
+            user = _member(request, data)
             level = get_object_or_404(Level, pk=data["level"])
             services.manual_enroll(
                 organization=organization,

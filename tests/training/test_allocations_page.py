@@ -1,0 +1,65 @@
+"""The Assign credits page names members by address with suggestions as the admin types,
+instead of a <select> of every member under every course."""
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import Membership
+from tests.accounts.factories import member
+from tests.catalog.factories import LevelFactory
+from training.models import CourseManager
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_page_lists_no_member_and_suggestions_stay_in_the_organization(
+    admin_client, organization, outsider
+):
+    LevelFactory()
+    LevelFactory()
+    for n in range(15):
+        member(organization, Membership.Role.LEARNER, email=f"staff{n:02}@acme.test")
+    page = admin_client.get(reverse("training:allocations")).content.decode()
+    assert "staff03@acme.test" not in page
+
+    def suggested(text: str) -> str:
+        return admin_client.get(
+            reverse("training:allocation_members"), {"email": text}, headers={"HX-Request": "1"}
+        ).content.decode()
+
+    options = suggested("staff")
+    assert options.count("<option") == 10  # a handful, not the directory
+    assert 'value="staff00@acme.test"' in options
+    assert "outsider@globex.test" not in suggested("outsider")
+    assert "<option" not in suggested("")
+
+
+def test_a_manager_is_registered_by_address_and_an_unknown_one_is_refused(
+    admin_client, organization, manager, outsider
+):
+    level = LevelFactory()
+    url = reverse("training:allocation_action")
+
+    refused = admin_client.post(
+        url,
+        {"action": "register", "course": level.course.pk, "email": outsider.email},
+        follow=True,
+    )
+    assert f"No member of {organization.name} has the address {outsider.email}" in (
+        refused.content.decode()
+    )
+    missing = admin_client.post(url, {"action": "register", "course": level.course.pk}, follow=True)
+    assert "Enter the member&#x27;s email address." in missing.content.decode()
+    assert not CourseManager.objects.exists()
+
+    admin_client.post(
+        url, {"action": "register", "course": level.course.pk, "email": manager.email.upper()}
+    )
+    assert CourseManager.objects.get().user == manager
+
+
+def test_a_course_without_credits_shows_a_plain_zero_not_an_alarm(admin_client, organization):
+    LevelFactory()
+    page = admin_client.get(reverse("training:allocations")).content.decode()
+    assert '<span class="" data-testid="course-available">0</span>' in page
+    assert "negative" not in page
