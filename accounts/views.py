@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -8,10 +9,12 @@ from django.views.decorators.http import require_POST
 
 from credits import selectors as credit_selectors
 from credits.forecast import forecast
+from training.invitations.selectors import managed_courses
 
 from . import ratelimits
 from .decorators import member_required
 from .middleware import SESSION_KEY
+from .models import Membership
 from .selectors import organization_for_member
 
 
@@ -49,8 +52,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         context = {
             "balance": balance,
             "low_balance": balance.available < organization.low_balance_threshold,
+            # The over-assigned alert's own test (credits/alerts.py), shown before the email.
+            "nearly_over_assigned": balance.held > 0
+            and balance.held >= settings.OVER_ASSIGNED_SHARE * balance.total,
             "forecast": forecast(organization=organization),
         }
+    elif request.membership.role == Membership.Role.MANAGER:
+        context = {"managed": managed_courses(organization=request.organization, user=request.user)}
     return render(request, "accounts/dashboard.html", context)
 
 

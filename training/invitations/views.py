@@ -13,46 +13,20 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.decorators import member_required
 from accounts.models import User
-from credits import selectors as credit_selectors
-from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
 from training.models import Assignment, CourseManager, Participant
 
-from . import joining
+from . import joining, selectors
 from . import services as invitations
 from .forms import AcceptForm, InviteForm, ResendForm
 from .joining import AccountExists
-
-
-def _manager_figures(managers: list[CourseManager]) -> dict:
-    """Each manager's figures, without creating accounts on a read (none yet: all zero)."""
-    if not managers:
-        return {}
-    accounts = list(
-        Account.objects.filter(
-            organization_id=managers[0].organization_id,
-            kind=Account.Kind.MANAGER,
-            manager_id__in={m.user_id for m in managers},
-        )
-    )
-    figures = credit_selectors.account_figures(accounts=accounts)
-    by_scope = {(a.course_id, a.manager_id): figures[a.pk] for a in accounts}
-    return {
-        m.pk: by_scope.get((m.course_id, m.user_id), credit_selectors.NO_FIGURES) for m in managers
-    }
 
 
 @never_cache
 @require_GET
 @member_required("manager", "admin")
 def my_courses(request: HttpRequest) -> HttpResponse:
-    managed = list(
-        CourseManager.objects.filter(
-            organization=request.organization, user=request.user
-        ).select_related("course")
-    )
-    figures = _manager_figures(managed)
-    rows = [{"manager": m, "figures": figures[m.pk]} for m in managed]
+    rows = selectors.managed_courses(organization=request.organization, user=request.user)
     return render(request, "training/my_courses.html", {"rows": rows})
 
 
@@ -79,7 +53,7 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
         "training/managed_course.html",
         {
             "manager": manager,
-            "figures": _manager_figures([manager])[manager.pk],
+            "figures": selectors.manager_figures([manager])[manager.pk],
             "levels": manager.course.levels.all(),
             "invitations": invitations,
             "token": uuid.uuid4(),

@@ -1,0 +1,55 @@
+"""The dashboard each role lands on: admins are warned before assigned credits pass their
+credits (not only by email); managers see their own courses, credits and learners."""
+
+import pytest
+from django.urls import reverse
+
+from credits import services as ledger
+from tests.catalog.factories import LevelFactory
+from tests.credits.factories import grant, hold
+from training.allocations import services as allocations
+from training.invitations import services as invitations
+
+pytestmark = pytest.mark.django_db
+
+
+def _dashboard(client) -> str:
+    return client.get(reverse("dashboard")).content.decode()
+
+
+def test_admins_are_warned_when_assigned_credits_near_their_credits(admin_client, organization):
+    grant(organization, 10)
+    pool = ledger.pool_account(organization=organization)
+    hold(pool, 8)
+    assert 'data-testid="over-assigned-banner"' not in _dashboard(admin_client)
+    hold(pool, 1)  # 9 of 10: the alert's 90 %
+    page = _dashboard(admin_client)
+    assert "Assigned credits (9) are close to your 10 credits." in page
+
+
+def test_managers_see_their_courses_credits_and_learners(
+    manager_client, organization, admin, manager
+):
+    grant(organization, 20)
+    level = LevelFactory(credit_cost=1)
+    course = level.course
+    managed = allocations.manager_register(organization=organization, course=course, user=manager)
+    allocations.course_allocate(
+        organization=organization, course=course, quantity=10, actor=admin, key="a"
+    )
+    allocations.manager_assign(manager=managed, quantity=6, actor=admin, key="b")
+    invitations.invite(manager=managed, level=level, text="ana@x.test, ben@x.test", token="t")
+
+    page = _dashboard(manager_client)
+
+    assert "Your courses" in page and course.title in page
+    assert 'data-testid="managed-available">4<' in page  # 6 assigned, 2 held by invites
+    assert 'data-testid="managed-waiting">2<' in page
+
+
+def test_a_manager_without_a_course_is_told_what_happens_next(manager_client):
+    assert "You do not manage a course yet." in _dashboard(manager_client)
+
+
+def test_learners_see_no_course_figures(learner_client):
+    assert "Your courses" not in _dashboard(learner_client)
