@@ -1,6 +1,8 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from billing.overage import policy_refusal as overage_policy_refusal
 from config.admin import OwnerFixedAdmin, OwnerFixedInlineForm
 
 from .models import Membership, Organization, User
@@ -38,8 +40,27 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
 
+class OrganizationAdminForm(forms.ModelForm):
+    class Meta:
+        model = Organization
+        fields = "__all__"  # noqa: DJ007 - the admin's fieldsets choose what is shown
+
+    def clean(self):
+        cleaned = super().clean()
+        # Overage is billed at the list price of the organization's currency: refused here,
+        # where the policy and the currency are set, rather than accrued and never billed.
+        refusal = overage_policy_refusal(
+            when_short=cleaned.get("when_short", self.instance.when_short),
+            currency=cleaned.get("currency", self.instance.currency),
+        )
+        if refusal:
+            self.add_error("when_short", refusal)
+        return cleaned
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    form = OrganizationAdminForm
     list_display = ["name", "slug", "currency", "redemption_point", "when_short", "time_zone"]
     list_filter = ["redemption_point", "when_short", "currency"]
     search_fields = ["name", "slug"]

@@ -1,10 +1,17 @@
 """Server-rendered SVG charts: readable without JavaScript, allowed by the CSP."""
 
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 
-from credits.selectors import MonthFlow
+from django.utils import timezone
 
-WIDTH, HEIGHT, PAD = 720, 220, 28
+from accounts.models import Organization
+from credits.selectors import MonthFlow, monthly_flows
+
+WIDTH, HEIGHT, PAD = 720, 240, 28
+# Room on the left for the value axis's numbers and its title.
+LEFT = 64
 SERIES = [("bought", "Bought"), ("used", "Used"), ("expired", "Expired")]
 
 
@@ -18,18 +25,30 @@ class Bar:
     label: str
 
 
+def organization_monthly_bars(
+    *, organization: Organization, now: dt.datetime | None = None
+) -> dict:
+    """The Billing page's chart: months are the organization's calendar months, whoever
+    looks (a viewer's own time zone would move a purchase made late on the 31st into
+    another month than the one its overage and invoices belong to)."""
+    # `monthly_flows` groups by the active zone, which the request set to the viewer's.
+    with timezone.override(zoneinfo.ZoneInfo(organization.time_zone)):
+        return monthly_bars(monthly_flows(organization=organization, now=now))
+
+
 def monthly_bars(flows: list[MonthFlow]) -> dict:
     """Grouped bars per month, scaled to the largest figure."""
     peak = max((getattr(f, s) for f in flows for s, _ in SERIES), default=0) or 1
-    slot = (WIDTH - PAD) / max(len(flows), 1)
+    plot = HEIGHT - 2 * PAD
+    slot = (WIDTH - LEFT) / max(len(flows), 1)
     bar_width = slot / (len(SERIES) + 1)
     bars, months = [], []
     for i, flow in enumerate(flows):
-        left = PAD + i * slot
+        left = LEFT + i * slot
         months.append({"x": left + slot / 2, "label": flow.month.strftime("%b")})
         for j, (series, name) in enumerate(SERIES):
             value = getattr(flow, series)
-            height = (HEIGHT - 2 * PAD) * value / peak
+            height = plot * value / peak
             bars.append(
                 Bar(
                     x=round(left + (j + 0.5) * bar_width, 1),
@@ -40,12 +59,24 @@ def monthly_bars(flows: list[MonthFlow]) -> dict:
                     label=f"{name} in {flow.month:%B %Y}: {value:,}",
                 )
             )
+    # The value axis: 0, half the peak and the peak, each with a grid line.
+    ticks = [
+        {"y": round(HEIGHT - PAD - plot * value / peak, 1), "label": f"{value:,}"}
+        for value in sorted({0, peak // 2, peak})
+    ]
     return {
         "width": WIDTH,
         "height": HEIGHT,
+        "left": LEFT,
         "baseline": HEIGHT - PAD,
         "peak": peak,
         "bars": bars,
         "months": months,
+        "ticks": ticks,
         "series": SERIES,
+        # The same figures as a table, for screen readers and for reading exact values.
+        "rows": [
+            {"month": flow.month, **{series: getattr(flow, series) for series, _ in SERIES}}
+            for flow in flows
+        ],
     }

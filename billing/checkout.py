@@ -29,6 +29,35 @@ from .models import CreditPackage, Purchase
 log = logging.getLogger(__name__)
 
 FORM_REUSED = "This form was already used for another purchase; nothing was charged. Choose again."
+PRICE_CHANGED = "The price changed since this page was shown; nothing was charged. Check it again."
+
+
+class CheaperWay(PurchaseRefused):
+    """A typed quantity that costs more than another way to get at least as many credits."""
+
+    def __init__(self, price: pricing.Price):
+        self.price = price
+        offer = price.offer
+        what = (
+            f"The {offer.quantity:,}-credit package costs"
+            if offer.package is not None
+            else f"{offer.quantity:,} credits cost"
+        )
+        paid = pricing.format_money(offer.total_minor, offer.currency)
+        super().__init__(
+            f"{what} less than {price.asked:,} ({paid}), so nothing was charged yet: "
+            "check the offer below and buy it there."
+        )
+
+
+def _typed_offer(book: pricing.PriceBook, quantity: int) -> pricing.Quote:
+    try:
+        price = book.price(quantity)
+    except ValueError as error:
+        raise PurchaseRefused(str(error)) from None
+    if not price.is_exact:
+        raise CheaperWay(price)
+    return price.offer
 
 
 def _same_purchase(
@@ -54,11 +83,17 @@ def purchase_start(
     quantity: int | None = None,
     package: CreditPackage | None = None,
     next_url: str = "",
+    expected_total_minor: int | None = None,
 ) -> Purchase:
     """Create a pending purchase and its Checkout Session. The form's one-time token makes a
     double click or a resubmission return the same purchase (and Stripe session); the same
     token with another quantity or package is refused. If Stripe fails, the purchase stays
-    pending without a session and the same form resumes it."""
+    pending without a session and the same form resumes it.
+
+    A typed quantity is bought only when it is itself the cheapest way to get that many
+    credits (billing/pricing.py); otherwise the admin is refused with the cheaper way, which
+    the page then offers, so the purchase is always the quantity and total that was shown.
+    `expected_total_minor`, the total the page showed, refuses a price that changed since."""
     existing = Purchase.objects.filter(
         organization=organization, request_token=request_token
     ).first()
@@ -69,17 +104,19 @@ def purchase_start(
     price_list = pricing.price_list_for(organization.currency)
     if price_list is None:
         raise PurchaseRefused(f"Credits cannot be bought in {organization.currency} yet.")
+    book = pricing.PriceBook.of(price_list)
     if package is not None:
         if package.price_list_id != price_list.pk or not package.active:
             raise PurchaseRefused("That package is not on sale any more.")
         if not pricing.package_chargeable(package):
             raise PurchaseRefused(pricing.limit_message(price_list=price_list))
-        offer = pricing.package_quote(package=package)
+        offer = book.package_offer(package)
     else:
-        try:
-            offer = pricing.quote(price_list=price_list, quantity=quantity or 0)
-        except ValueError as error:
-            raise PurchaseRefused(str(error)) from None
+        offer = _typed_offer(book, quantity or 0)
+    if expected_total_minor is not None and expected_total_minor != offer.total_minor:
+        # The page showed another total (the price list changed since): never charge a
+        # figure the admin did not see.
+        raise PurchaseRefused(PRICE_CHANGED)
     try:
         # Committed on its own before Stripe is asked (a savepoint if a caller has a
         # transaction open). A concurrent duplicate waits on the unique token only for this

@@ -100,6 +100,16 @@ class PurchaseForm(forms.Form):
         min_value=1,
         error_messages={"min_value": "Enter how many credits to buy (a whole number above zero)."},
     )
+    # The total the page showed for this choice, in minor units; absent on the typed field,
+    # whose total the admin has not necessarily seen. Checkout refuses a different total.
+    total = WholeNumberField(
+        required=False,
+        min_value=0,
+        error_messages={
+            "min_value": "The form was out of date. Please choose again.",
+            "invalid": "The form was out of date. Please choose again.",
+        },
+    )
     next = NextField()
 
     def __init__(self, *args, max_quantity: int = MAX_CREDITS, limit_message: str = "", **kw):

@@ -174,12 +174,18 @@ def subscription_retrieve(subscription_id: str) -> dict:
     return stripe_client().v1.subscriptions.retrieve(subscription_id).to_dict()
 
 
-def subscription_change_plan(subscription: Subscription, plan: SubscriptionPlan) -> None:
+def subscription_change_plan(
+    subscription: Subscription, plan: SubscriptionPlan, *, request_key: str
+) -> None:
     """Ask Stripe to move the subscription's item to `plan`'s price, invoicing the
     proration now. `pending_if_incomplete`: nothing changes until that invoice is paid (the
     new price, and our credits, arrive with `invoice.paid`); if it is not paid, Stripe drops
     the update. Pending updates take no metadata: the plan of later invoices is read from
-    their lines' price, not from the subscription's metadata."""
+    their lines' price, not from the subscription's metadata.
+
+    `request_key` names this one change (from plan, to plan, and a value new with each claim,
+    subscriptions.subscription_upgrade): Stripe's retries of it are one request, and any
+    other change, even to the same plan, is a new one."""
     if simulated():
         return
     if not plan.stripe_price_id or not subscription.stripe_item_id:
@@ -191,11 +197,7 @@ def subscription_change_plan(subscription: Subscription, plan: SubscriptionPlan)
             "proration_behavior": "always_invoice",
             "payment_behavior": "pending_if_incomplete",
         },
-        options={
-            "idempotency_key": (
-                f"subscription:{subscription.pk}:plan:{plan.pk}:{_state(subscription)}"
-            )
-        },
+        options={"idempotency_key": f"subscription:{subscription.pk}:change:{request_key}"},
     )
 
 
@@ -231,7 +233,13 @@ def customer_portal_url(organization: Organization) -> str:
 
 
 def overage_invoice_create(
-    organization: Organization, *, quantity: int, amount_minor: int, currency: str, month: str
+    organization: Organization,
+    *,
+    quantity: int,
+    amount_minor: int,
+    currency: str,
+    month: str,
+    description: str,
 ) -> str:
     """One invoice for a month's overage, charged automatically; returns its id."""
     if simulated():
@@ -258,7 +266,7 @@ def overage_invoice_create(
             "invoice": invoice.id,
             "amount": amount_minor,
             "currency": currency.lower(),
-            "description": f"Overage {month}: {quantity:,} credits at the list price",
+            "description": description,
         },
         options={"idempotency_key": f"{key}:item"},
     )

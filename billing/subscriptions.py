@@ -1,24 +1,45 @@
 """Subscriptions (seed 001): a plan's credits for each paid period, upgrades paid before
 their credits arrive, and a state that follows Stripe's newest word.
 
-- A paid period (`invoice.paid`, `subscription_create` / `subscription_cycle`) grants its
-  plan's credits once per (subscription, period start), whatever the number of invoices,
-  deliveries or their order; a second paid invoice of the same period grants nothing.
+Credits are bought only with money Stripe actually charged (`amount_paid`, which is what is
+left after Stripe applied any customer balance). For every paid subscription invoice:
+
+    credits = floor(amount_paid * credits_per_period / price_minor)   of the plan it pays for
+
+capped, for a period invoice, at the plan's `credits_per_period`, and for a plan change at
+the difference between the two plans' credits for the part of the period left (rounded
+down; nothing for a change to a plan with fewer credits). So the credits granted in a
+period never exceed what was paid in it at the rates of the plans paid for, whatever the
+sequence of upgrades and downgrades:
+
+- A downgrade (Stripe credits the unused time to the customer balance and charges nothing)
+  grants nothing. That balance is money which already bought credits, so whatever it pays
+  later (a new upgrade's proration, a renewal) buys no credits again: only `amount_paid`
+  counts. A renewal paid wholly from the balance grants nothing; one paid in part grants in
+  proportion. A discount lowers the credits the same way.
+- A paid period (`invoice.paid`, `subscription_create` / `subscription_cycle`) grants at
+  most once per (subscription, period start), whatever the number of invoices, deliveries
+  or their order; a second paid invoice of the same period grants nothing.
 - Status, plan, period and cancellation change only from `customer.subscription.*` events
   newer than the last one applied (`Subscription.state_as_of`), and never out of an ended
   status: a late `invoice.paid` cannot revive a cancelled subscription.
 - An upgrade asks Stripe with `payment_behavior=pending_if_incomplete`; its credits come
-  with the paid proration invoice (`billing_reason=subscription_update`), once: what that
-  invoice's paid amount buys at the new plan's rate, rounded down, and never more than the
-  difference between the two plans' credits.
+  with the paid proration invoice (`billing_reason=subscription_update`), once per invoice.
+- A subscription keeps its currency: a change to a plan in another currency is refused
+  before Stripe is asked, and an invoice in another currency than its plan, the plan it
+  leaves or the organization grants nothing (the event fails with the reason).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import uuid
+from fractions import Fraction
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Organization, User
@@ -188,9 +209,13 @@ def subscription_checkout_completed(*, session: dict) -> None:
     )
 
 
+PERIOD_REASONS = ("subscription_create", "subscription_cycle")
+NO_MONEY_NOTE = "Nothing was charged (paid from the customer balance, or discounted): no credits."
+
+
 def invoice_paid(*, invoice: dict, event: dict) -> None:
     reason = invoice.get("billing_reason")
-    if reason in ("subscription_create", "subscription_cycle"):
+    if reason in PERIOD_REASONS:
         _period_paid(invoice, event)
     elif reason == "subscription_update":
         _upgrade_paid(invoice, event)
@@ -216,10 +241,15 @@ def _period_paid(invoice: dict, event: dict) -> None:
         raise EventNotApplicable(f"Paid invoice {invoice_id} names no known plan or organization.")
     organization = _organization(organization_id)
     currency = str(invoice.get("currency") or plan.currency).upper()
-    if currency != plan.currency:
+    if currency != plan.currency or plan.currency != organization.currency:
         raise EventNotApplicable(
-            f"Invoice {invoice_id} is in {currency}, {plan} in {plan.currency}."
+            f"Invoice {invoice_id} is in {currency}, {plan} in {plan.currency}, the "
+            f"organization in {organization.currency}: no credits for it."
         )
+    paid = invoice.get("amount_paid")
+    if not isinstance(paid, int) or isinstance(paid, bool) or paid < 0:
+        raise EventNotApplicable(f"Paid invoice {invoice_id} has no amount_paid.")
+    credits = period_credits(paid_minor=paid, plan=plan)
     period = line.get("period") or {}
     start, end = _timestamp(period.get("start")), _timestamp(period.get("end"))
     if start is None:
@@ -241,24 +271,30 @@ def _period_paid(invoice: dict, event: dict) -> None:
         if row.lot_id is None and not row.note:
             granted = (
                 SubscriptionInvoice.objects.filter(
-                    subscription=record, period_start=start, lot__isnull=False
+                    subscription=record,
+                    period_start=start,
+                    billing_reason__in=PERIOD_REASONS,
+                    lot__isnull=False,
                 )
                 .exclude(pk=row.pk)
                 .exists()
             )
             if granted:
                 row.note = "Another paid invoice of this period already granted its credits."
+            elif not credits:
+                row.note = NO_MONEY_NOTE
             else:
                 try:
                     row.lot = ledger.lot_grant(
                         organization=organization,
-                        quantity=plan.credits_per_period,
+                        quantity=credits,
                         source="subscription",
                         invoice_date=paid_at,
                         reference=invoice_id,
                         idempotency_key=(
                             f"stripe:subscription:{subscription_id}:{period.get('start')}"
                         ),
+                        expires_not_before=end and end + ledger.RENEWAL_GRACE,
                     )
                 except ledger.IdempotencyConflict:
                     # This period's lot was granted for another invoice before these rows
@@ -287,17 +323,54 @@ def _upgrade_plans(
     return new, old
 
 
-def upgrade_credits(*, paid_minor: int, new: SubscriptionPlan, old: SubscriptionPlan | None):
-    """What a paid proration buys at the new plan's per-credit rate, rounded down, and never
-    more than the difference between the two plans (issue 15 will refine this)."""
-    credits = paid_minor * new.credits_per_period // new.price_minor if new.price_minor else 0
+def credits_paid_for(*, paid_minor: int, plan: SubscriptionPlan) -> int:
+    """What `paid_minor` buys at `plan`'s per-credit rate, rounded down."""
+    if paid_minor <= 0 or plan.price_minor <= 0:
+        return 0
+    return paid_minor * plan.credits_per_period // plan.price_minor
+
+
+def period_credits(*, paid_minor: int, plan: SubscriptionPlan) -> int:
+    """A period invoice's credits: the plan's, or fewer if less than its price was charged
+    (the customer balance paid the rest, or a discount)."""
+    return min(credits_paid_for(paid_minor=paid_minor, plan=plan), plan.credits_per_period)
+
+
+def upgrade_credits(
+    *,
+    paid_minor: int,
+    new: SubscriptionPlan,
+    old: SubscriptionPlan | None,
+    remaining: Fraction = Fraction(1),
+) -> int:
+    """A plan change's credits: what its paid proration buys at the new plan's rate, and
+    never more than the difference between the two plans' credits for the `remaining` part
+    of the period (both rounded down). A downgrade's difference is negative: nothing."""
+    credits = credits_paid_for(paid_minor=paid_minor, plan=new)
     if old is not None:
-        credits = min(credits, max(new.credits_per_period - old.credits_per_period, 0))
+        difference = new.credits_per_period - old.credits_per_period
+        credits = min(credits, math.floor(max(difference, 0) * min(max(remaining, 0), 1)))
     return max(credits, 0)
 
 
+def _remaining(invoice: dict, record: Subscription) -> Fraction | None:
+    """The part of the subscription's current period a proration invoice charges for: its
+    charged line's period (from the change to the period's end) over the whole period.
+    None if that line is not of the period as recorded (its events are still to come)."""
+    start, end = record.current_period_start, record.current_period_end
+    line = next((line for line in _lines(invoice) if (line.get("amount") or 0) > 0), {})
+    period = line.get("period") or {}
+    line_start, line_end = _timestamp(period.get("start")), _timestamp(period.get("end"))
+    if None in (start, end, line_start, line_end) or end <= start:
+        return None
+    if line_end != end or not start <= line_start <= end:
+        return None
+    return Fraction(int((end - line_start).total_seconds()), int((end - start).total_seconds()))
+
+
 def _upgrade_paid(invoice: dict, event: dict) -> None:
-    """The paid proration invoice of an upgrade grants its credits, once per invoice."""
+    """A paid proration invoice (an upgrade, or a downgrade: nothing to pay) grants what it
+    paid for, once per invoice, and the new plan is in effect."""
     subscription_id, _ = _subscription_metadata(invoice)
     invoice_id = refunds._id(invoice.get("id"))
     record = (
@@ -312,31 +385,64 @@ def _upgrade_paid(invoice: dict, event: dict) -> None:
             f"Proration invoice {invoice_id} of subscription {subscription_id}, not known here."
         )
     new, old = _upgrade_plans(invoice, record)
+    paid = invoice.get("amount_paid")
+    if new is None and paid == 0 and not any(line.get("amount") for line in _lines(invoice)):
+        # A change in the period's last seconds: every line rounds to nothing, so the lines
+        # cannot say which plan is new, and there is nothing to grant. The subscription's
+        # own events say the plan.
+        with transaction.atomic():
+            row = lock_invoice(invoice_id)
+            _record_invoice(row, invoice, record, _created(event))
+            row.note = row.note or NO_MONEY_NOTE
+            row.save()
+        return
     if new is None:
         raise EventNotApplicable(f"Proration invoice {invoice_id} names no known plan.")
-    currency = str(invoice.get("currency") or new.currency).upper()
-    if currency != new.currency or (old is not None and old.currency != new.currency):
-        raise EventNotApplicable(f"Proration invoice {invoice_id} is not in {new.currency}.")
     organization = _organization(record.organization_id)
-    paid = invoice.get("amount_paid")
-    if not isinstance(paid, int) or paid < 0:
+    currency = str(invoice.get("currency") or new.currency).upper()
+    currencies = {currency, new.currency, organization.currency} | (
+        {old.currency} if old else set()
+    )
+    if len(currencies) > 1:
+        raise EventNotApplicable(
+            f"Proration invoice {invoice_id} mixes currencies ({', '.join(sorted(currencies))}): "
+            "a subscription keeps its currency, so it grants no credits."
+        )
+    if not isinstance(paid, int) or isinstance(paid, bool) or paid < 0:
         raise EventNotApplicable(f"Proration invoice {invoice_id} has no amount_paid.")
-    credits = upgrade_credits(paid_minor=paid, new=new, old=old)
     paid_at = _timestamp((invoice.get("status_transitions") or {}).get("paid_at"))
     paid_at = paid_at or _created(event)
     with transaction.atomic():
         record = Subscription.objects.select_for_update(of=("self",)).get(pk=record.pk)
         row = lock_invoice(invoice_id)
         _record_invoice(row, invoice, record, paid_at)
-        if row.lot_id is None and credits:
-            row.lot = ledger.lot_grant(
-                organization=organization,
-                quantity=credits,
-                source="subscription",
-                invoice_date=paid_at,
-                reference=invoice_id,
-                idempotency_key=f"stripe:upgrade:{invoice_id}",
+        remaining = _remaining(invoice, record)
+        if remaining is not None:
+            row.period_start = row.period_start or record.current_period_start
+        if row.lot_id is None and not row.note:
+            # Decided under the lock: a redelivery finds the lot (or the note) of the first.
+            # A period not known yet bounds the credits by the payment alone.
+            credits = upgrade_credits(
+                paid_minor=paid,
+                new=new,
+                old=old,
+                remaining=Fraction(1) if remaining is None else remaining,
             )
+            if credits:
+                row.lot = ledger.lot_grant(
+                    organization=organization,
+                    quantity=credits,
+                    source="subscription",
+                    invoice_date=paid_at,
+                    reference=invoice_id,
+                    idempotency_key=f"stripe:upgrade:{invoice_id}",
+                    expires_not_before=record.current_period_end
+                    and record.current_period_end + ledger.RENEWAL_GRACE,
+                )
+            elif old is not None and new.credits_per_period <= old.credits_per_period:
+                row.note = "A change to a plan with fewer credits: nothing to grant."
+            else:
+                row.note = NO_MONEY_NOTE
         row.save()
         # Paying the proration applies Stripe's pending update: the new plan is in effect,
         # unless a newer subscription event says otherwise.
@@ -432,25 +538,80 @@ def subscription_start(
     return stripe_gateway.subscription_checkout_create(organization, plan, request_token)
 
 
+# Stripe drops a pending update whose invoice is not paid within 23 hours: after this, a
+# request never confirmed by an event no longer blocks a new one.
+PENDING_LAPSES_AFTER = dt.timedelta(hours=24)
+
+
+def _currency_refusal(plan: SubscriptionPlan, current: SubscriptionPlan, organization) -> str:
+    if plan.currency == current.currency == organization.currency:
+        return ""
+    return (
+        f"{plan} is billed in {plan.currency}, your subscription in {current.currency}. A "
+        f"subscription keeps its currency: choose a plan in {current.currency}."
+    )
+
+
 def subscription_upgrade(
     *, organization: Organization, plan: SubscriptionPlan, actor: User
 ) -> Subscription:
-    """Ask Stripe to move to a bigger tier of the same interval. Nothing is granted here: the
-    credits come when Stripe says the proration invoice is paid. No lock is held while
-    Stripe is asked; the request is recorded afterwards (`pending_plan`)."""
+    """Ask Stripe to move to a bigger tier of the same interval and currency. Nothing is
+    granted here: the credits come when Stripe says the proration invoice is paid.
+
+    One change at a time: the request is claimed first (`pending_plan`, committed, no lock
+    held while Stripe is asked) and its Stripe idempotency key names that claim. The same
+    change asked again (a double click, a second tab) finds the claim and is not sent
+    twice; another change waits until this one is paid or lapses; each new claim is a new
+    key, so a change asked again after the subscription moved on is never answered with an
+    old reply. A request Stripe did not accept gives its claim back."""
     subscription = live_subscription(organization=organization)
     if subscription is None:
         raise PurchaseRefused("There is no subscription to upgrade.")
     current = subscription.plan
-    if (
-        plan.interval != current.interval
-        or plan.rank <= current.rank
-        or not plan.active
-        or plan.currency != current.currency
-    ):
+    refusal = _currency_refusal(plan, current, organization)
+    if refusal:
+        raise PurchaseRefused(refusal)
+    if plan.interval != current.interval or plan.rank <= current.rank or not plan.active:
         raise PurchaseRefused(f"{plan} is not an upgrade of {current}.")
-    if subscription.pending_plan_id == plan.pk:
-        return subscription  # asked already; its payment is awaited
+    now = timezone.now()
+    lapsed = now - PENDING_LAPSES_AFTER
+    claimed = (
+        Subscription.objects.filter(pk=subscription.pk, plan=current)
+        .filter(Q(pending_plan__isnull=True) | Q(pending_since__lte=lapsed))
+        .update(pending_plan=plan, pending_since=now)
+    )
+    if not claimed:
+        subscription = live_subscription(organization=organization) or subscription
+        if subscription.pending_plan_id == plan.pk:
+            return subscription  # asked already; its payment is awaited
+        if subscription.pending_plan_id:
+            raise PurchaseRefused(
+                f"An upgrade to {subscription.pending_plan} is waiting for its payment. "
+                "Once Stripe confirms it (or drops it, a day later), you can change again."
+            )
+        raise PurchaseRefused(
+            f"Your subscription changed meanwhile (it is on {subscription.plan} now). "
+            "Look at it again before you choose."
+        )
+    try:
+        _ask_stripe_to_change(subscription, current=current, plan=plan)
+    except BaseException:
+        Subscription.objects.filter(
+            pk=subscription.pk, pending_plan=plan, pending_since=now
+        ).update(pending_plan=None, pending_since=None)
+        raise
+    subscription.pending_plan, subscription.pending_since = plan, now
+    return subscription
+
+
+def _ask_stripe_to_change(
+    subscription: Subscription,
+    *,
+    current: SubscriptionPlan,
+    plan: SubscriptionPlan,
+) -> None:
+    # The key is new with each claim (not made of a clock or a state, which two changes
+    # can share): the SDK's own retries of this request reuse it, nothing else does.
     if not subscription.stripe_item_id and not stripe_gateway.simulated():
         # Not seen in an event yet: the subscription itself names its item.
         remote = stripe_gateway.subscription_retrieve(subscription.stripe_subscription_id)
@@ -462,11 +623,9 @@ def subscription_upgrade(
             stripe_item_id=item_id
         )
         subscription.stripe_item_id = item_id
-    stripe_gateway.subscription_change_plan(subscription, plan)
-    now = timezone.now()
-    Subscription.objects.filter(pk=subscription.pk).update(pending_plan=plan, pending_since=now)
-    subscription.pending_plan, subscription.pending_since = plan, now
-    return subscription
+    stripe_gateway.subscription_change_plan(
+        subscription, plan, request_key=f"{current.pk}-{plan.pk}:{uuid.uuid4().hex}"
+    )
 
 
 def subscription_cancel(*, organization: Organization) -> Subscription:

@@ -1,10 +1,12 @@
 """Thin tasks: ids in, a service call, idempotent (safe to run twice or at once)."""
 
+import logging
+
 from celery import shared_task
 
-from credits.models import Overage
-
 from . import checkout, overage, webhooks
+
+log = logging.getLogger(__name__)
 
 
 # Acknowledged only once it ran (a worker lost mid-event hands it back); retried with
@@ -38,12 +40,20 @@ def purchase_invoice_url(purchase_id: int) -> str:
 
 @shared_task
 def overage_invoices_monthly() -> int:
-    """Beat, on the 1st: one invoice task per organization with unbilled overage."""
-    organization_ids = set(
-        Overage.objects.filter(billed_at__isnull=True).values_list("organization_id", flat=True)
-    )
-    for organization_id in organization_ids:
-        overage_invoice.delay(organization_id)
+    """Beat, hourly (the name is older than the schedule): one invoice task per
+    organization whose local month has ended with overage unbilled, so each is billed in
+    the hour after its own midnight on the 1st and is not due again once billed. Tasks are
+    idempotent: a late, repeated or concurrent run bills nothing twice. Also logs, and
+    emails staff about, overage that cannot be billed (no price list in its currency)."""
+    overage.unbillable_alert()
+    organization_ids = overage.organizations_due()
+    for queued, organization_id in enumerate(organization_ids):
+        try:
+            overage_invoice.delay(organization_id)
+        except Exception as error:  # kombu, redis or socket errors alike
+            # The rest stay due: the next hourly run queues them again.
+            log.warning("overage_invoice not queued (%s: %s)", type(error).__name__, error)
+            return queued
     return len(organization_ids)
 
 

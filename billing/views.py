@@ -1,5 +1,6 @@
 import contextlib
 import uuid
+import zoneinfo
 
 import stripe
 from django.contrib import messages
@@ -7,13 +8,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import admin_required
 from credits import selectors as credit_selectors
+from credits import validity
 
 from . import (
     charts,
@@ -64,20 +66,26 @@ def add_credits(request: HttpRequest) -> HttpResponse:
         "balance": credit_selectors.organization_balance(organization=organization),
         "simulated": stripe_gateway.simulated(),
     }
+    if organization.lot_validity_days:
+        # What "valid N days" means for a purchase made now (credits/validity.py).
+        zone = zoneinfo.ZoneInfo(organization.time_zone)
+        ends = validity.validity_end(timezone.now(), organization.lot_validity_days, zone)
+        context["usable_through"] = validity.last_usable_day(ends, zone)
     if price_list is not None:
-        limit = pricing.max_quantity(price_list=price_list)
+        book = pricing.PriceBook.of(price_list)
+        limit = book.max_quantity
         context["max_quantity"] = limit
         context["packages"] = [
-            (offer, uuid.uuid4()) for offer in pricing.packages(price_list=price_list)
+            (book.package_offer(package), uuid.uuid4()) for package in book.packages
         ]
         if need is not None and need > limit:
             # No purchase can cover it: say so rather than offer one Stripe would refuse.
             context["need_above_limit"] = pricing.limit_message(price_list=price_list, limit=limit)
         elif need is not None:
-            context["suggestion"] = pricing.suggestion(price_list=price_list, need=need)
-            context["exact_token"], context["better_token"] = uuid.uuid4(), uuid.uuid4()
+            context["suggestion"] = book.price(need)
+            context["suggestion_token"] = uuid.uuid4()
             typed = typed or need
-        context.update(_quote_context(price_list, typed))
+        context.update(_quote_context(book, typed))
         if "quantity" in query.errors:
             context["quote_error"] = query.errors["quantity"][0]
     context["quantity"] = typed
@@ -87,15 +95,16 @@ def add_credits(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-def _quote_context(price_list, quantity: int | None) -> dict:
+def _quote_context(book: pricing.PriceBook, quantity: int | None) -> dict:
+    """The live quote: the price of the typed quantity, and a Buy button of its own (with its
+    own token) when the cheapest way is another quantity or a package."""
     if quantity is None:
         return {}
     try:
-        quote = pricing.quote(price_list=price_list, quantity=quantity)
+        price = book.price(quantity)
     except ValueError as error:
         return {"quote_error": str(error)}
-    best = pricing.best_offer(price_list=price_list, quantity=quantity)
-    return {"quote": quote, "best": best if best.package else None}
+    return {"quote": price, "quote_token": uuid.uuid4()}
 
 
 @require_POST
@@ -120,6 +129,7 @@ def purchase_create(request: HttpRequest) -> HttpResponse:
         if package is None:
             messages.error(request, "That package is not on sale any more.")
             return redirect(back)
+    next_url = _local_path(request, forms.cleaned_next(form))
     try:
         purchase = checkout.purchase_start(
             organization=request.organization,
@@ -127,8 +137,14 @@ def purchase_create(request: HttpRequest) -> HttpResponse:
             request_token=form.cleaned_data["request_token"],
             quantity=None if package else form.cleaned_data["quantity"],
             package=package,
-            next_url=_local_path(request, forms.cleaned_next(form)),
+            next_url=next_url,
+            expected_total_minor=form.cleaned_data["total"],
         )
+    except checkout.CheaperWay as cheaper:
+        # Back to the page with that quantity quoted: its offer has a Buy button of its own.
+        messages.warning(request, str(cheaper))
+        query = {"quantity": cheaper.price.asked} | ({"next": next_url} if next_url else {})
+        return redirect(f"{back}?{urlencode(query)}")
     except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
         return redirect(back)
@@ -201,7 +217,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         ).select_related("lot")[:20],
         "overages": credit_selectors.overages(organization=organization)[:20],
         "failed_overage_invoices": overage.failed_overage_invoices(organization=organization),
-        "chart": charts.monthly_bars(credit_selectors.monthly_flows(organization=organization)),
+        "chart": charts.organization_monthly_bars(organization=organization),
         # One token per Subscribe button, as on Add credits: it is the Stripe idempotency
         # key, which Stripe refuses to reuse for another plan.
         "subscribe_choices": [(plan, uuid.uuid4()) for plan in plans],
@@ -254,8 +270,22 @@ def subscription_upgrade(request: HttpRequest) -> HttpResponse:
     except (PurchaseRefused, stripe_gateway.PaymentsUnavailable) as refusal:
         messages.error(request, str(refusal))
         return redirect("billing:overview")
+    except stripe.IdempotencyError:
+        # Each change has a key of its own, so this is Stripe still busy with the same one.
+        messages.error(
+            request,
+            "Stripe is still working on this change. Nothing was sent twice; reload this page "
+            "in a minute to see where your subscription stands.",
+        )
+        return redirect("billing:overview")
     except stripe.StripeError:
-        messages.error(request, "Stripe did not answer. Nothing changed; please try again.")
+        # A refusal, or an answer that never came: in the second case Stripe may have made
+        # the change, which its events then record here. Asking again changes nothing twice.
+        messages.error(
+            request,
+            "Stripe did not confirm the change. If it went through, this page shows it within "
+            "a minute; otherwise ask again.",
+        )
         return redirect("billing:overview")
     if stripe_gateway.simulated():
         try:

@@ -14,6 +14,7 @@ from .models import (
     LedgerTransaction,
     Lot,
     Overage,
+    OverageDue,
 )
 
 
@@ -82,6 +83,15 @@ class OverageAdmin(ReadOnlyAdmin):
     list_display = ["id", "organization", "quantity", "billed_at", "invoice_reference"]
     list_filter = ["billed_at"]
     search_fields = ["organization__name", "invoice_reference"]
+    list_select_related = ["organization"]
+
+
+@admin.register(OverageDue)
+class OverageDueAdmin(ReadOnlyAdmin):
+    """Which organizations the hourly overage job looks at (kept by a trigger)."""
+
+    list_display = ["organization", "since"]
+    search_fields = ["organization__name"]
     list_select_related = ["organization"]
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.models import Membership, Organization
 from outbox.services import NewMessage, messages_enqueue
 
-from . import selectors
+from . import selectors, validity
 from .audit import ledger_audit
 from .models import Alert, Holding, Lot
 
@@ -144,30 +144,93 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
     return sent
 
 
+# The local hour from which an organization's expiry digest may go: it arrives at the start
+# of the customer's day wherever they are. The job runs hourly and sends each organization's
+# digest on the first run past this hour of its local day.
+REMINDER_LOCAL_HOUR = 7
+
+
 @dataclass(frozen=True)
 class _DueLot:
     lot: Lot
     days: int  # the reminder day reached: 30, 7 or 1
+    days_left: int  # local days from today to the lot's last usable day (0: today is)
+    expires: str  # when it expires, with the date and zone of its last usable day
+
+    @property
+    def left(self) -> str:
+        if self.days_left == 0:
+            return "today is the last day to use them"
+        if self.days_left == 1:
+            return "the last day to use them is tomorrow"
+        return f"the last day to use them is in {self.days_left} days"
 
 
-def _due_lots(now: dt.datetime) -> dict[int, list[_DueLot]]:
-    """Per organization, its lots with credits left that are within a reminder day, soonest
-    first, each with the smallest reminder day it is within."""
+def _reminder_day(days_left: int, reminder_days: list[int]) -> int | None:
+    """The smallest reminder day (30, 7, 1 before the last usable day) reached: a lot first
+    seen 5 days before is due for the 7-day reminder, not the 30-day one."""
+    return next((d for d in reminder_days if days_left <= d), None)
+
+
+def _organizations_due(
+    now: dt.datetime, horizon: dt.datetime
+) -> tuple[dict[int, Organization], dict[int, dt.date]]:
+    """The organizations with lots expiring before `horizon` whose local day is past
+    REMINDER_LOCAL_HOUR and whose digest of that day has not been written, and that day."""
+    candidates = Organization.objects.filter(
+        pk__in=Lot.objects.filter(
+            expired_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=now,
+            expires_at__lte=horizon,
+        ).values("organization_id")
+    )
+    organizations, today = {}, {}
+    for organization in candidates:
+        local = now.astimezone(zoneinfo.ZoneInfo(organization.time_zone))
+        if local.hour >= REMINDER_LOCAL_HOUR:
+            organizations[organization.pk], today[organization.pk] = organization, local.date()
+    sent = set(
+        Alert.objects.filter(
+            organization_id__in=list(today),
+            key__in={f"expiry-digest:{day}" for day in today.values()},
+        ).values_list("organization_id", "key")
+    )
+    today = {pk: day for pk, day in today.items() if (pk, f"expiry-digest:{day}") not in sent}
+    return {pk: organizations[pk] for pk in today}, today
+
+
+def _due_lots(
+    now: dt.datetime,
+    horizon: dt.datetime,
+    organizations: dict[int, Organization],
+    today: dict[int, dt.date],
+) -> dict[int, list[_DueLot]]:
+    """Per organization, its lots with credits left that have reached a reminder day on its
+    calendar, soonest first. "N days before" is the local day N days before the lot's last
+    usable day: a lot usable through Mar 1 is due for "1 day before" on Feb 28, local."""
     reminder_days = sorted(settings.EXPIRY_REMINDER_DAYS)
-    horizon = now + dt.timedelta(days=reminder_days[-1])
     lots = (
-        Lot.objects.filter(expired_at__isnull=True, revoked_at__isnull=True)
-        .filter(expires_at__gt=now, expires_at__lte=horizon)
+        Lot.objects.filter(
+            organization_id__in=list(organizations),
+            expired_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=now,
+            expires_at__lte=horizon,
+        )
         .annotate(remaining=Sum("holdings__quantity"))
         .filter(remaining__gt=0)
         .order_by("organization_id", "expires_at", "pk")
     )
     due: dict[int, list[_DueLot]] = {}
     for lot in lots:
-        days_left = (lot.expires_at - now).total_seconds() / 86400
-        days = next((d for d in reminder_days if days_left <= d), None)
+        zone = zoneinfo.ZoneInfo(organizations[lot.organization_id].time_zone)
+        last_day = validity.last_usable_day(lot.expires_at, zone)
+        days_left = (last_day - today[lot.organization_id]).days
+        days = _reminder_day(days_left, reminder_days)
         if days is not None:
-            due.setdefault(lot.organization_id, []).append(_DueLot(lot, days))
+            expires = validity.expiry_phrase(lot.expires_at, zone)
+            due.setdefault(lot.organization_id, []).append(_DueLot(lot, days, days_left, expires))
     return due
 
 
@@ -187,35 +250,37 @@ def _claim_new(organization: Organization, keys: list[str], now: dt.datetime) ->
 
 
 def expiry_reminders_send(*, now: dt.datetime | None = None) -> int:
-    """Once a day, to each organization's admins: one digest of every lot with credits left
-    that has reached a reminder day (30, 7 or 1 days before its expiry) since the last
+    """Run hourly. To each organization's admins, once per local day and from
+    REMINDER_LOCAL_HOUR local time on: one digest of every lot with credits left that has
+    reached a reminder day (30, 7 or 1 local days before its last usable day) since the last
     digest. Each lot is listed once per reminder day (Alert `expiry:<lot>:<days>`), and an
-    organization gets one digest per local day at most (Alert `expiry-digest:<date>`).
-    Returns the number of digests written."""
+    organization gets one digest per local day at most (Alert `expiry-digest:<date>`, and the
+    outbox key `credits.expiry-digest:<org>:<date>`). Returns the number of digests written."""
     now = now or timezone.now()
+    # Local days last at most 25 hours: two days beyond the largest reminder day reach every
+    # lot whose last usable day is within it, in any zone.
+    horizon = now + dt.timedelta(days=max(settings.EXPIRY_REMINDER_DAYS) + 2)
+    organizations, today = _organizations_due(now, horizon)
     written = 0
-    due = _due_lots(now)
-    organizations = Organization.objects.in_bulk(list(due))
-    for organization_id, rows in due.items():
+    for organization_id, rows in _due_lots(now, horizon, organizations, today).items():
         organization = organizations[organization_id]
-        zone = zoneinfo.ZoneInfo(organization.time_zone)
-        day = now.astimezone(zone).date()
+        day = today[organization_id]
         with transaction.atomic():
             new = _claim_new(organization, [f"expiry:{r.lot.pk}:{r.days}" for r in rows], now)
             rows = [r for r in rows if f"expiry:{r.lot.pk}:{r.days}" in new]
             if not rows:
                 continue  # every lot was in an earlier digest
             if _claim(organization, f"expiry-digest:{day}", now) is None:
-                # Today's digest already went (the job ran again): these lots wait for
+                # Today's digest already went (a run at the same time): these lots wait for
                 # tomorrow's rather than being recorded as sent without an email.
                 transaction.set_rollback(True)
                 continue
             total = sum(r.lot.remaining for r in rows)
-            first = timezone.localtime(rows[0].lot.expires_at, zone)
+            # The subject and the body say the same local date and zone (the lots' own).
             subject = (
-                f"{total} credits expire on {first:%b %-d}"
+                f"{total} credits expire {rows[0].expires}"
                 if len(rows) == 1
-                else f"{total} credits in {len(rows)} lots expire soon, the first on {first:%b %-d}"
+                else f"{total} credits in {len(rows)} lots expire soon, the first {rows[0].expires}"
             )
             admins = _enqueue(
                 organization,

@@ -5,6 +5,7 @@ from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
 
+from . import validity
 from .models import LedgerTransaction
 
 # Days a person may ask about: wide enough for any real history, narrow enough that the day
@@ -15,8 +16,11 @@ DAY_BOUNDS = [MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)]
 
 
 def local_midnight(day: dt.date) -> dt.datetime:
-    """The instant a day begins in the viewer's time zone."""
-    return dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_current_timezone())
+    """The instant a day begins in the viewer's time zone. A day is the half-open range
+    [its midnight, the next day's midnight): the history's filters and the balance "at the
+    end of" a day use the same instants, so an entry made exactly at midnight belongs to the
+    day that midnight begins, on both."""
+    return validity.day_start(day, timezone.get_current_timezone())
 
 
 class BoundedDateFilter(django_filters.DateFilter):
@@ -29,7 +33,8 @@ class BoundedDateFilter(django_filters.DateFilter):
 
 class HistoryFilter(django_filters.FilterSet):
     """Ledger history filters. Dates are days in the viewer's time zone, turned into a range
-    of instants so that the (organization, created_at) index serves them."""
+    of instants [From's midnight, the midnight after To) so that the (organization,
+    created_at) index serves them (no `__date`, which would read every row's local date)."""
 
     kind = django_filters.ChoiceFilter(choices=LedgerTransaction.Kind.choices, empty_label="All")
     start = BoundedDateFilter(method="filter_start", label="From")

@@ -290,6 +290,24 @@ class Overage(models.Model):
         return f"Overage {self.quantity} ({'billed' if self.billed_at else 'unbilled'})"
 
 
+class OverageDue(models.Model):
+    """One row per organization that has unbilled overage: the hourly overage job reads this
+    small table instead of the overage rows or every organization.
+
+    A trigger on `credits_overage` (migration 0010) inserts the row, or moves `since` back,
+    in the transaction that records the overage, so no writer can forget it; the billing
+    job moves `since` forward to the oldest overage still unbilled, or deletes the row, after
+    each run (`billing.overage`)."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    since = models.DateTimeField(help_text="No unbilled overage of this organization is older.")
+
+    def __str__(self) -> str:
+        return f"Overage due since {self.since:%Y-%m-%d %H:%M}"
+
+
 class Alert(models.Model):
     """What alerts an organization was sent, so each goes out once per occurrence: a
     crossing (`active` until it recovers) or a dated reminder (one row per lot and day)."""

@@ -130,10 +130,18 @@ def ledger_history(
 
 
 def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
-    """The general pool's credits at a past moment, summed from the ledger's entries (the
-    same pool every other figure of the page counts; earmarked credits are not in it)."""
+    """The general pool's credits usable at the instant `at` (the same pool every other
+    figure of the page counts; earmarked credits are not in it).
+
+    The entries written strictly before `at` (an entry at `at` belongs to what follows, as in
+    the history's half-open day ranges), less every lot that had expired by `at`: a lot is
+    worth nothing from its `expires_at` on, whether or not the expiry job had run yet. Leaving
+    out all of such a lot's entries, its expiry's included, counts it as zero either way."""
     return LedgerEntry.objects.filter(
-        account__organization=organization, account__kind=Account.Kind.POOL, created_at__lte=at
+        Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=at),
+        account__organization=organization,
+        account__kind=Account.Kind.POOL,
+        created_at__lt=at,
     ).aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
 
 

@@ -30,14 +30,24 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Min
 from django.utils import timezone
 
 from accounts.models import Organization, User
 from catalog.models import Course
 from config.errors import Refusal
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
+from . import validity
+from .models import (
+    Account,
+    Hold,
+    Holding,
+    LedgerEntry,
+    LedgerTransaction,
+    Lot,
+    Overage,
+    OverageDue,
+)
 
 Kind = LedgerTransaction.Kind
 
@@ -119,6 +129,11 @@ def _account(*, organization: Organization, kind: str, **scope) -> Account:
 
 # --- Grants --------------------------------------------------------------------------------
 
+# What a subscription period's lot outlasts its period by: Stripe finalizes and charges the
+# renewal invoice about an hour after the period ends, and its `invoice.paid` may take a while
+# to arrive. Callers add it to the period's end for `expires_not_before`.
+RENEWAL_GRACE = dt.timedelta(days=1)
+
 
 def lot_grant(
     *,
@@ -129,13 +144,21 @@ def lot_grant(
     reference: str,
     idempotency_key: str,
     expires_at: dt.datetime | None = None,
+    expires_not_before: dt.datetime | None = None,
     actor: User | None = None,
 ) -> Lot:
     """A new lot credited to the organization's pool. Its expiry is `expires_at` if given,
-    else the invoice date plus the organization's validity (or never)."""
+    else the end of the local day `lot_validity_days` after the invoice date (or never; see
+    credits/validity.py).
+
+    `expires_not_before` (a subscription period's end plus `RENEWAL_GRACE`) keeps an expiring
+    lot usable at least through the end of the local day it falls on, so a period's credits
+    outlast the next period's grant however long the period was."""
     _require_positive(quantity)
     if source not in Lot.Source.values:
         raise InvalidOperation(f"Unknown lot source {source!r}.")
+    if expires_not_before is not None and timezone.is_naive(expires_not_before):
+        raise InvalidOperation("Expiry floors must carry a time zone.")
     invoiced_at = _as_datetime(invoice_date, organization)
     pool = pool_account(organization=organization)
     params = {
@@ -145,6 +168,9 @@ def lot_grant(
         "reference": reference,
         "expires_at": expires_at,
     }
+    if expires_not_before is not None:
+        # Only when given: the fingerprints of every other grant stay what they were.
+        params["expires_not_before"] = expires_not_before
     with transaction.atomic():
         txn, created = _begin(
             organization=organization,
@@ -166,6 +192,7 @@ def lot_grant(
             source=source,
             invoiced_at=invoiced_at,
             expires_at=expires_at,
+            expires_not_before=expires_not_before,
             reference=reference,
         )
 
@@ -1192,10 +1219,16 @@ def _create_lot(
     expires_at: dt.datetime | None,
     reference: str,
     organization: Organization | None = None,
+    expires_not_before: dt.datetime | None = None,
 ) -> Lot:
     organization = organization or Organization.objects.get(pk=txn.organization_id)
+    zone = zoneinfo.ZoneInfo(organization.time_zone)
     if expires_at is None and organization.lot_validity_days:
-        expires_at = invoiced_at + dt.timedelta(days=organization.lot_validity_days)
+        # Counted in local calendar days, not in 24-hour steps: the hour of the payment, a
+        # DST change or a leap day never moves the last usable day.
+        expires_at = validity.validity_end(invoiced_at, organization.lot_validity_days, zone)
+    if expires_at is not None and expires_not_before is not None:
+        expires_at = max(expires_at, validity.end_of_local_day(expires_not_before, zone))
     try:
         with transaction.atomic():
             lot = Lot.objects.create(
@@ -1264,3 +1297,21 @@ def overage_mark_claimed_billed(
     return Overage.objects.filter(
         organization=organization, billed_at__isnull=True, invoice_reference=claim
     ).update(billed_at=timezone.now(), invoice_reference=invoice_reference)
+
+
+def overage_due_refresh(*, organization: Organization) -> dt.datetime | None:
+    """After a billing run: move the organization's `OverageDue.since` to its oldest unbilled
+    overage, or drop the row when none is left. Returns the new `since`. The row is locked
+    first, so overage a concurrent transaction is recording (its trigger holds the same row)
+    is counted once it commits, and a row dropped here is inserted again by that trigger."""
+    with transaction.atomic():
+        row = OverageDue.objects.select_for_update().filter(organization=organization).first()
+        if row is None:
+            return None
+        oldest = Overage.objects.filter(organization=organization, billed_at__isnull=True)
+        since = oldest.aggregate(since=Min("created_at"))["since"]
+        if since is None:
+            row.delete()
+        elif since != row.since:
+            OverageDue.objects.filter(pk=row.pk).update(since=since)
+        return since

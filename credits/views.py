@@ -29,7 +29,9 @@ class AsOfForm(forms.Form):
 
 
 def _as_of(request: HttpRequest) -> tuple[dt.date | None, int | None]:
-    """The balance at the end of the chosen day, in the viewer's time zone."""
+    """The credits usable at the end of the chosen day in the viewer's time zone: at the
+    midnight that ends it, where the history's day ends too (entries at that instant belong
+    to the next day, and a lot expiring then no longer counts)."""
     form = AsOfForm(request.GET)
     day = form.cleaned_data["as_of"] if form.is_valid() else None
     if day is None:

@@ -1,16 +1,19 @@
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 
-from billing.pricing import format_money
+from billing.currencies import format_money
 
 register = template.Library()
 
 
 @register.simple_tag
 def money(amount_minor, currency: str) -> str:
-    """Minor units (cents) as money: {% money 1234 "USD" %} -> $12.34."""
-    return format_money(round(amount_minor), currency)
+    """Minor units as money in the currency's own decimals: {% money 1234 "USD" %} -> $12.34,
+    {% money 1000 "JPY" %} -> 1,000 JPY. A unit price can hold a fraction of a minor unit;
+    it is shown to the nearest one, halves up."""
+    whole = int(Decimal(str(amount_minor)).to_integral_value(rounding=ROUND_HALF_UP))
+    return format_money(whole, currency)
 
 
 @register.filter

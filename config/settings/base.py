@@ -265,9 +265,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "credits.tasks.balance_alerts",
         "schedule": crontab(minute="10"),
     },
-    "expiry-reminders-daily": {
+    # Hourly: each organization's digest goes on the first run past 07:00 in its own zone.
+    "expiry-reminders-hourly": {
         "task": "credits.tasks.expiry_reminders",
-        "schedule": crontab(hour="7", minute="0"),
+        "schedule": crontab(minute="25"),
     },
     "ledger-audit-nightly": {
         "task": "credits.tasks.ledger_audit_nightly",
@@ -281,9 +282,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     # failed and are past their backoff. A tick not started within the minute is dropped:
     # the next one does the same work.
     "outbox-sweep": {"task": "outbox.tasks.sweep", "schedule": 60.0, "options": {"expires": 55}},
-    "overage-invoices-monthly": {
+    # Hourly, not on the 1st at a fixed UTC hour: overage months are the organization's
+    # own, so an organization in Honolulu is due ten hours after one in London. Each run
+    # queues only the organizations whose local month has ended with overage unbilled.
+    "overage-invoices-hourly": {
         "task": "billing.tasks.overage_invoices_monthly",
-        "schedule": crontab(day_of_month="1", hour="6", minute="0"),
+        "schedule": crontab(minute="20"),
     },
     # Stripe events stored but never queued (the broker was down when the webhook answered).
     "stripe-events-requeue": {

@@ -5,10 +5,11 @@ import uuid
 from html.parser import HTMLParser
 
 import pytest
+from django.db.models import F
 from django.urls import reverse
 
-from billing.checkout import FORM_REUSED
-from billing.models import CreditPackage, Purchase, SubscriptionPlan
+from billing.checkout import FORM_REUSED, PRICE_CHANGED
+from billing.models import CreditPackage, PriceList, Purchase, SubscriptionPlan, VolumeTier
 from credits import services as ledger
 from tests.billing.factories import PurchaseFactory
 from tests.catalog.factories import CourseFactory
@@ -26,12 +27,14 @@ class _Forms(HTMLParser):
     def __init__(self):
         super().__init__()
         self.forms: list[dict] = []
+        self.cards: list[bool] = []  # whether each form is a package card's
         self._current: dict | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "form" and attrs.get("action") == NEW:
             self._current = {}
+            self.cards.append(attrs.get("data-testid") == "package-card")
         elif tag == "input" and self._current is not None and attrs.get("name"):
             self._current[attrs["name"]] = attrs.get("value") or ""
 
@@ -57,10 +60,20 @@ def quantity_form(forms) -> dict:
     return next(f for f in forms if "quantity" in f and "package" not in f and not f["quantity"])
 
 
+def offer_forms(response) -> list[dict]:
+    """The forms that buy an offer the page priced for what was asked (the suggestion, the
+    quote's cheaper way), not the package cards."""
+    parser = _Forms()
+    parser.feed(response.content.decode())
+    return [
+        f for f, card in zip(parser.forms, parser.cards, strict=True) if not card and "total" in f
+    ]
+
+
 def test_each_choice_on_the_page_has_its_own_token(admin_client, prices):
-    forms = purchase_forms(admin_client.get(ADD, {"need": 9000}))
+    forms = purchase_forms(admin_client.get(ADD, {"need": 999}))
     tokens = [f["request_token"] for f in forms]
-    # Six packages, the typed quantity, and the suggestion's two offers.
+    # Six packages, the typed quantity, the suggestion, and the quote's cheaper way.
     assert len(tokens) == 9
     assert len(set(tokens)) == len(tokens)
 
@@ -203,11 +216,134 @@ def test_no_earmarked_figure_when_there_is_none(admin_client, organization, pric
 
 
 def test_numbers_read_with_separators_and_whole_percentages(admin_client, prices):
-    page = admin_client.get(ADD, {"need": 9000}).content.decode()
-    assert "unlocks <strong>10% off</strong>" in page
-    assert "7.5% off" in page and "10% off the list price" in page
+    page = admin_client.get(ADD, {"need": 9200}).content.decode()
+    assert (
+        "the <strong>9,356-credit package</strong> for <strong>$84,204.00</strong> (10% off)"
+        in page
+    )
+    assert "7.5% off the list price" in page and "10% off the list price" in page
     assert ".0%" not in page
     assert "up to 117,647 credits" in page
+
+
+# --- The cheapest way, and exactly what was shown -----------------------------------------
+
+
+def amounts_sent(fake_stripe) -> list[str]:
+    return [
+        c.params["line_items[0][price_data][unit_amount]"]
+        for c in fake_stripe.calls_to("/v1/checkout/sessions")
+    ]
+
+
+def test_typing_999_offers_1000_for_less_and_buys_exactly_that(admin_client, prices, fake_stripe):
+    page = admin_client.get(ADD).content.decode()
+    typed = quantity_form(purchase_forms_of(page))
+    response = admin_client.post(NEW, {**typed, "quantity": "999", "next": "/credits/"})
+    # Not bought behind the admin's back: back to the page, with the cheaper way quoted.
+    assert response["Location"] == f"{ADD}?quantity=999&next=%2Fcredits%2F"
+    assert not Purchase.objects.exists() and fake_stripe.calls == []
+    shown = admin_client.get(response["Location"])
+    body = shown.content.decode()
+    assert "1,000 credits cost less than 999 ($9,750.00)" in body
+    assert "<strong>1,000 credits</strong> for <strong>$9,750.00</strong>" in body
+    assert "less than 999 ($9,990.00): $240.00 less, with 1 more credit." in body
+    (offer,) = offer_forms(shown)
+    assert (offer["quantity"], offer["total"], offer["next"]) == ("1000", "975000", "/credits/")
+    checkout = admin_client.post(NEW, offer)
+    purchase = Purchase.objects.get()
+    assert checkout["Location"] == purchase.checkout_url
+    assert (purchase.quantity, purchase.amount_minor, purchase.package) == (1_000, 975_000, None)
+    assert amounts_sent(fake_stripe) == ["975000"]
+
+
+def purchase_forms_of(html: str) -> list[dict]:
+    parser = _Forms()
+    parser.feed(html)
+    return parser.forms
+
+
+@pytest.mark.parametrize(
+    ("need", "quantity", "total"),
+    [
+        (1, "1", "1000"),
+        (999, "1000", "975000"),
+        (9_000, "9000", "8325000"),
+        # Above the 9,356 package its $9.00 rate applies to every quantity typed.
+        (9_730, "9730", "8757000"),
+        (9_999, "9999", "8999100"),
+        # Above the 18,712 package, its $8.50.
+        (19_999, "19999", "16999150"),
+    ],
+)
+def test_the_suggestion_is_the_cheapest_way_and_buys_what_it_shows(
+    admin_client, prices, fake_stripe, need, quantity, total
+):
+    response = admin_client.get(ADD, {"need": need, "next": "/credits/"})
+    forms = offer_forms(response)
+    # The suggestion (and the quote of the same quantity, when it is not the need itself):
+    # one offer, never a package for these needs.
+    assert {(f.get("quantity"), f.get("package"), f["total"]) for f in forms} == {
+        (quantity, None, total)
+    }
+    page = response.content.decode()
+    assert (
+        "18,712-credit package"
+        not in page.split('data-testid="suggestion"')[1].split("</article>")[0]
+    )
+    admin_client.post(NEW, forms[0])
+    purchase = Purchase.objects.get()
+    assert (str(purchase.quantity), str(purchase.amount_minor)) == (quantity, total)
+    assert amounts_sent(fake_stripe) == [total]
+
+
+def test_a_need_a_package_covers_cheapest_buys_the_package_with_its_true_saving(
+    admin_client, prices, fake_stripe
+):
+    response = admin_client.get(ADD, {"need": 9200})
+    page = response.content.decode()
+    assert "costs less than 9,200 ($85,100.00): $896.00 less, with 156 more credits." in page
+    # Against its own 9,356 credits typed ($86,543.00), not against the rate of 9,200.
+    assert "You save $2,339.00 against 9,356 credits typed." in page
+    form = offer_forms(response)[0]
+    assert form["package"] == str(CreditPackage.objects.get(credits=9_356).pk)
+    admin_client.post(NEW, form)
+    assert Purchase.objects.get().amount_minor == 8_420_400
+    assert amounts_sent(fake_stripe) == ["8420400"]
+
+
+def test_a_total_that_changed_since_the_page_is_not_charged(admin_client, prices, fake_stripe):
+    form = offer_forms(admin_client.get(ADD, {"need": 999}))[0]
+    VolumeTier.objects.filter(min_quantity=1_000).update(unit_price_minor=990)
+    response = admin_client.post(NEW, form, follow=True)
+    assert PRICE_CHANGED in response.content.decode()
+    assert not Purchase.objects.exists() and fake_stripe.calls == []
+
+
+def test_a_larger_quantity_typed_directly_is_bought_as_typed(admin_client, prices, fake_stripe):
+    admin_client.post(NEW, {"quantity": 1_000, "request_token": str(uuid.uuid4())})
+    assert Purchase.objects.get().amount_minor == 975_000
+
+
+@pytest.fixture
+def yen(organization):
+    organization.currency = "JPY"
+    organization.save(update_fields=["currency"])
+    price_list = PriceList.objects.create(currency="JPY", list_price_minor=1_000)
+    price_list.tiers.create(min_quantity=100, unit_price_minor=900)
+    return price_list
+
+
+def test_yen_have_no_decimals_and_their_limit_is_in_yen(admin_client, yen, fake_stripe):
+    page = admin_client.get(ADD, {"quantity": 3}).content.decode()
+    assert "3 credits at 1,000 JPY each: <strong>3,000 JPY</strong>" in page
+    assert "10.00 JPY" not in page and "30.00 JPY" not in page
+    # 99,999,999 yen at ¥900 a credit: 111,111 credits.
+    assert "up to 111,111 credits" in page
+    above = admin_client.get(ADD, {"quantity": 111_112}).content.decode()
+    assert "at most 111,111 credits: Stripe charges at most 99,999,999 JPY per payment" in above
+    admin_client.post(NEW, {"quantity": 3, "request_token": str(uuid.uuid4())})
+    assert amounts_sent(fake_stripe) == ["3000"]  # yen, as stored: never times or over 100
 
 
 # --- Input no form would send -------------------------------------------------------------
@@ -245,6 +381,7 @@ def base(organization, admin, prices, fake_stripe):
     return {
         "need": "9000",
         "quantity": "12",
+        "total": "12000",
         "package": str(CreditPackage.objects.get(credits=100).pk),
         "plan": str(plan.pk),
         "request_token": str(uuid.uuid4()),
@@ -257,6 +394,7 @@ PARAMETERS = [
     ("get", "add_credits", ["need", "quantity", "next"], {}),
     ("get", "add_credits", ["quantity"], {"HX-Request": "true", "HX-Target": "quote"}),
     ("post", "purchase_create", ["request_token", "quantity", "next"], {}),
+    ("post", "purchase_create", ["request_token", "quantity", "total", "next"], {}),
     ("post", "purchase_create", ["request_token", "package", "next"], {}),
     ("post", "subscribe", ["plan", "request_token"], {}),
     ("post", "subscription_upgrade", ["plan"], {}),
@@ -342,3 +480,22 @@ def test_a_hostile_webhook_is_refused(client, fake_stripe, signature):
         headers={"Stripe-Signature": signature},
     )
     assert response.status_code == 400
+
+
+def test_the_terms_say_the_last_usable_day_of_a_purchase_made_now(
+    admin_client, organization, prices, time_machine
+):
+    # 23:30 on Mar 1, 2026 in New York is already Mar 2 in UTC: the day counted is local.
+    time_machine.move_to("2026-03-02T04:30:00Z", tick=False)
+    page = admin_client.get(ADD).content.decode()
+    assert "stays usable for 365 days after its invoice date" in page
+    assert "bought today, usable through Mar 1, 2027." in page
+
+
+def test_a_package_repriced_since_the_page_is_not_charged(admin_client, prices, fake_stripe):
+    forms = purchase_forms(admin_client.get(ADD))
+    card = next(f for f in forms if f.get("package") and "total" in f)
+    CreditPackage.objects.filter(pk=card["package"]).update(price_minor=F("price_minor") + 100)
+    response = admin_client.post(NEW, card, follow=True)
+    assert PRICE_CHANGED in response.content.decode()
+    assert not Purchase.objects.exists() and fake_stripe.calls == []

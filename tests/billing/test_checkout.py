@@ -19,11 +19,11 @@ NEW = reverse("billing:purchase_create")
 
 def test_add_credits_shows_packages_quote_suggestion_and_terms(admin_client, prices):
     page = admin_client.get(
-        reverse("billing:add_credits"), {"need": 9000, "next": "/credits/"}
+        reverse("billing:add_credits"), {"need": 9200, "next": "/credits/"}
     ).content.decode()
     assert "Buy the 9,356-credit package" in page
-    assert "All sales are final" in page and "365 days from its invoice date" in page
-    assert 'value="9000"' in page
+    assert "All sales are final" in page and "365 days after its invoice date" in page
+    assert 'value="9200"' in page
     assert 'name="next" value="/credits/"' in page
 
 

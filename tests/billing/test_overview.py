@@ -1,4 +1,5 @@
 import datetime as dt
+import zoneinfo
 
 import pytest
 import time_machine
@@ -8,6 +9,7 @@ from billing.overage import overage_invoice
 from billing.tasks import overage_invoices_monthly
 from credits import services
 from credits.models import Overage
+from tests.billing.factories import PurchaseFactory
 from tests.credits.factories import grant, redeem
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +80,28 @@ def test_overage_of_the_current_month_waits_for_next_month(overage_org, prices, 
         redeem(pool, 2, allow_overage=True)
         assert overage_invoice(organization_id=overage_org.pk) is None
     assert fake_stripe.calls_to("/v1/invoices") == []
+
+
+def test_the_chart_has_a_value_axis_and_its_figures_as_a_table(admin_client, organization, prices):
+    grant(organization, 40)
+    redeem(services.pool_account(organization=organization), 15)
+    page = admin_client.get(reverse("billing:overview")).content.decode()
+    # Values readable without hovering: an axis from 0 to the tallest bar, and a table.
+    for tick in (">0</text>", ">20</text>", ">40</text>"):
+        assert tick in page
+    table = page[
+        page.index('data-testid="monthly-table"') : page.index(
+            "</table>", page.index("monthly-table")
+        )
+    ]
+    month = dt.datetime.now(dt.UTC).astimezone(zoneinfo.ZoneInfo(organization.time_zone))
+    row = table[table.index(f'<th scope="row">{month:%B %Y}</th>') :].split("</tr>")[0]
+    assert '<td class="num">40</td><td class="num">15</td><td class="num">0</td>' in row
+
+
+def test_a_paid_purchase_without_a_stripe_invoice_links_to_its_details(
+    admin_client, organization, prices
+):
+    purchase = PurchaseFactory(organization=organization, status="paid")
+    page = admin_client.get(reverse("billing:overview")).content.decode()
+    assert f'<a href="{reverse("billing:purchase", args=[purchase.pk])}">Details</a>' in page

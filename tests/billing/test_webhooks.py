@@ -2,6 +2,7 @@
 
 import datetime as dt
 import time
+import zoneinfo
 from collections import Counter
 
 import pytest
@@ -39,7 +40,10 @@ def test_a_paid_checkout_grants_one_lot_valid_365_days(events, purchase, organiz
     assert purchase.status == "paid"
     lot = purchase.lot
     assert (lot.quantity, lot.reference) == (100, purchase.checkout_session_id)
-    assert lot.expires_at - lot.invoiced_at == dt.timedelta(days=365)
+    # Usable through the 365th local day after the invoice date (docs/credit-model.md, Lots).
+    zone = zoneinfo.ZoneInfo(organization.time_zone)
+    last_day = (lot.expires_at - dt.timedelta(microseconds=1)).astimezone(zone).date()
+    assert last_day == lot.invoiced_at.astimezone(zone).date() + dt.timedelta(days=365)
     assert credits_of(organization) == 100
     assert purchase.invoice_url == f"https://invoice.stripe.test/in_test_{purchase.pk}"
     assert_audit_clean()

@@ -24,7 +24,7 @@ def test_short_admin_buys_the_suggested_package_offline_and_comes_back(
     page.get_by_label("Password").fill(DEMO_PASSWORD)
     page.get_by_role("button", name="Log in").click()
 
-    page.goto(live_server.url + "/billing/add-credits/?need=9000&next=/credits/")
+    page.goto(live_server.url + "/billing/add-credits/?need=9200&next=/credits/")
     suggestion = page.get_by_test_id("suggestion")
     expect(suggestion).to_contain_text("9,356-credit package")
     expect(suggestion).to_contain_text("10% off")

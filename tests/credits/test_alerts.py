@@ -9,8 +9,7 @@ from django.utils import timezone
 from accounts.models import Membership
 from credits import alerts, services
 from credits.forecast import forecast
-from credits.models import Alert
-from credits.tasks import balance_alerts, expiry_reminders, ledger_audit_nightly
+from credits.tasks import balance_alerts, ledger_audit_nightly
 from outbox.models import OutboxMessage
 from outbox.tasks import sweep
 from tests.accounts.factories import UserFactory, member
@@ -118,52 +117,7 @@ def test_over_assigned_total_is_red_on_the_dashboard(admin_client, organization,
     assert "card-alert" in page and "Assigned credits exceed your credits." in page
 
 
-def test_expiry_reminders_30_7_1_days_before_each_once(organization, admin, run):
-    lot = grant(organization, 5)
-    expires = lot.expires_at
-    for days_before, expected in [(40, 0), (29, 1), (28, 0), (6, 1), (6, 0), (0.5, 1), (0.4, 0)]:
-        with time_machine.travel(expires - dt.timedelta(days=days_before)):
-            assert run(expiry_reminders) == expected, days_before
-    assert len(mail.outbox) == 3
-    assert "5 credits expire on" in mail.outbox[0].subject
-
-
-def test_200_lots_expiring_make_one_digest_per_organization(
-    organization, admin, other_organization, outsider, run
-):
-    soon = timezone.now() + dt.timedelta(days=5)
-    for n in range(200):
-        grant(organization, 1 + n % 3, expires_at=soon + dt.timedelta(minutes=n))
-    grant(other_organization, 7, expires_at=soon)
-    assert run(expiry_reminders) == 2
-    assert run(expiry_reminders) == 0  # the same day again: nothing more
-    assert sorted(m.to[0] for m in mail.outbox) == [admin.email, outsider.email]
-    (digest,) = [m for m in mail.outbox if m.to == [admin.email]]
-    assert digest.subject.startswith("399 credits in 200 lots expire soon, the first on")
-    assert "399 credits in 200 lots" in digest.body
-    assert digest.body.count("credits expire on") == alerts.DIGEST_LISTED
-    assert "and 100 more lots" in digest.body
-    (other,) = [m for m in mail.outbox if m.to == [outsider.email]]
-    assert other.subject.startswith("7 credits expire on")
-
-
-def test_a_lot_due_after_todays_digest_waits_for_tomorrows(organization, admin, run):
-    grant(organization, 5, expires_at=timezone.now() + dt.timedelta(days=20))
-    assert run(expiry_reminders) == 1
-    late = grant(organization, 3, expires_at=timezone.now() + dt.timedelta(days=6))
-    assert run(expiry_reminders) == 0  # one digest a day
-    with time_machine.travel(timezone.now() + dt.timedelta(days=1)):
-        assert run(expiry_reminders) == 1
-    assert len(mail.outbox) == 2
-    assert "3 credits expire on" in mail.outbox[1].subject  # the late lot, and only it
-    assert Alert.objects.filter(key=f"expiry:{late.pk}:7").exists()
-
-
-def test_lots_spent_or_expired_get_no_reminder(organization, admin, pool):
-    lot = grant(organization, 5)
-    redeem(pool, 5)
-    with time_machine.travel(lot.expires_at - dt.timedelta(days=3)):
-        assert expiry_reminders() == 0
+# Expiry reminders: tests/credits/test_reminders.py.
 
 
 def test_the_balance_task_checks_every_organization(organization, admin, other_organization, run):

@@ -43,7 +43,9 @@ def test_a_purchase_is_a_lot_valid_365_days_from_its_invoice_date(organization, 
         reference="in_123",
         idempotency_key="stripe:cs_1",
     )
-    assert lot.expires_at == invoiced + dt.timedelta(days=365)
+    # Usable through the end of Mar 1, 2027 in the organization's zone (New York): the
+    # 365th local day after the invoice date (docs/credit-model.md, Lots).
+    assert lot.expires_at == dt.datetime(2027, 3, 2, 5, 0, tzinfo=dt.UTC)
     assert selectors.account_balance(account=pool, now=invoiced).total == 100
 
 
@@ -221,13 +223,14 @@ def test_no_transfer_between_organizations(organization, other_organization, poo
 def test_lots_expire_on_day_365_from_every_account(organization, pool):
     course = services.course_account(organization=organization, course=CourseFactory())
     invoiced = timezone.now()
-    grant(organization, 10)
+    lot = grant(organization, 10)
     services.credits_transfer(source=pool, destination=course, quantity=4, idempotency_key="k")
     with time_machine.travel(invoiced + dt.timedelta(days=364, hours=23)):
         assert services.lots_expire() == 0
         figures = selectors.organization_balance(organization=organization)
         assert (figures.total, figures.earmarked) == (6, 4)
-    with time_machine.travel(invoiced + dt.timedelta(days=365, seconds=1)):
+    # Gone at the end of the 365th local day after the invoice date.
+    with time_machine.travel(lot.expires_at + dt.timedelta(seconds=1)):
         figures = selectors.organization_balance(organization=organization)
         assert (figures.total, figures.earmarked) == (0, 0)
         assert services.lots_expire() == 1

@@ -120,7 +120,9 @@ class LedgerModel(RuleBasedStateMachine):
             reference="",
             idempotency_key=self.key(),
         )
-        expires = invoiced + dt.timedelta(days=365)
+        # Usable through the 365th day after the invoice date, in the organization's zone (UTC).
+        last_day = invoiced.astimezone(dt.UTC).date() + dt.timedelta(days=365)
+        expires = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
         self.lots.append(ModelLot(lot.pk, invoiced, expires, held_by={"pool": quantity}))
 
     @rule(account=st.sampled_from(ACCOUNTS), quantity=st.integers(1, 30), overage=st.booleans())
