@@ -82,6 +82,7 @@ def _pgbench_tps() -> float:
 
 
 def run() -> None:
+    """In an organization of its own, created for the run: one lot, no history."""
     organization = Organization.objects.create(
         name="Bench hot org", slug=f"bench-{uuid.uuid4().hex[:12]}", lot_validity_days=None
     )
@@ -93,7 +94,20 @@ def run() -> None:
         reference="",
         idempotency_key="bench-grant",
     )
-    pool = services.pool_account(organization=organization)
+    _measure(services.pool_account(organization=organization), bench="redeem_hot_org")
+
+
+def run_big() -> None:
+    """The same, in the big organization of bench/big_org.py: three years of lots and
+    holdings behind the pool (and a fresh lot, so that no worker runs short)."""
+    from . import big_org
+
+    organization = big_org.organization("big")
+    big_org.top_up(organization)
+    _measure(services.pool_account(organization=organization), bench="redeem_hot_org_big")
+
+
+def _measure(pool: Account, *, bench: str) -> None:
     with CaptureQueriesContext(connection) as captured:
         services.credits_redeem(
             account=pool, quantity=1, reference="bench", idempotency_key="bench-count"
@@ -102,7 +116,7 @@ def run() -> None:
     redemptions = _redemptions_per_second(pool.pk)
     tps = _pgbench_tps()
     report(
-        bench="redeem_hot_org",
+        bench=bench,
         workers=WORKERS,
         redemptions_per_s=round(redemptions, 1),
         pgbench_tps=round(tps, 1),
