@@ -241,8 +241,10 @@ def _invoice_claim(organization: Organization, *, month: str, price_list) -> Ove
         )
         if created:
             # Every row of earlier months is claimed already, so this claims the month's.
+            # One invoice is one Stripe charge: what does not fit waits for the next one.
+            most = pricing.STRIPE_MAX_CHARGE_MINOR // max(price_list.list_price_minor, 1)
             quantity = ledger.overage_claim(
-                organization=organization, before=end, claim=record.claim
+                organization=organization, before=end, claim=record.claim, most=most
             )
             if not quantity:
                 raise _NothingToBill

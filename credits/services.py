@@ -1270,19 +1270,36 @@ def overage_mark_billed(
     ).update(billed_at=timezone.now(), invoice_reference=invoice_reference)
 
 
-def overage_claim(*, organization: Organization, before: dt.datetime, claim: str) -> int:
+def overage_claim(
+    *, organization: Organization, before: dt.datetime, claim: str, most: int | None = None
+) -> int:
     """Mark the organization's unbilled overage recorded before `before` as being invoiced
     under `claim` (its `invoice_reference` until the invoice's id replaces it), and return
     how many credits the rows under that claim add up to. Committed before Stripe is asked,
     so no row stays locked during the call; rows claimed already keep their claim, so a
-    retry finds the same total."""
+    retry finds the same total. With `most`, only the oldest rows that add up to at most
+    that many credits are claimed (at least one row): the rest waits for the next invoice."""
     with transaction.atomic():
-        Overage.objects.filter(
+        unclaimed = Overage.objects.filter(
             organization=organization,
             billed_at__isnull=True,
             invoice_reference="",
             created_at__lt=before,
-        ).update(invoice_reference=claim)
+        )
+        if most is None:
+            unclaimed.update(invoice_reference=claim)
+        else:
+            chosen, total = [], 0
+            for pk, quantity in (
+                unclaimed.select_for_update()
+                .order_by("created_at", "id")
+                .values_list("id", "quantity")
+            ):
+                if chosen and total + quantity > most:
+                    break
+                chosen.append(pk)
+                total += quantity
+            Overage.objects.filter(pk__in=chosen).update(invoice_reference=claim)
         rows = Overage.objects.filter(
             organization=organization, billed_at__isnull=True, invoice_reference=claim
         )

@@ -294,3 +294,35 @@ def _wait_until_blocked() -> None:
                 return
             time.sleep(0.02)
     raise AssertionError("the refresh never waited for the recording transaction")
+
+
+def test_a_month_beyond_one_stripe_charge_is_split_across_invoices_and_nothing_is_lost(
+    prices, fake_stripe
+):
+    zone = "UTC"
+    organization = billing_org(zone)
+    # At $10.00 one charge (at most $999,999.99) holds 99,999 credits.
+    most = 99_999
+    for day, quantity in [(5, 60_000), (10, 50_000), (20, 30_000)]:
+        with time_machine.travel(local(zone, 2026, 11, day, 9), tick=False):
+            redeem(ledger.pool_account(organization=organization), quantity, allow_overage=True)
+
+    with time_machine.travel(local(zone, 2026, 12, 1, 0, 20), tick=False):
+        tasks.overage_invoice(organization.pk)
+    amounts = [int(call.params["amount"]) for call in fake_stripe.calls_to("/v1/invoiceitems")]
+    # November's first row fits one charge; what does not waits for the next invoice, and
+    # the month after November is not over yet.
+    assert amounts == [60_000 * 1_000]
+    assert all(amount <= 99_999_999 for amount in amounts)
+    assert sum(
+        Overage.objects.filter(billed_at__isnull=True).values_list("quantity", flat=True)
+    ) == (80_000)
+
+    with time_machine.travel(local(zone, 2027, 1, 1, 0, 20), tick=False):
+        tasks.overage_invoice(organization.pk)
+    with time_machine.travel(local(zone, 2027, 2, 1, 0, 20), tick=False):
+        tasks.overage_invoice(organization.pk)
+    amounts = [int(call.params["amount"]) for call in fake_stripe.calls_to("/v1/invoiceitems")]
+    assert all(amount <= most * 1_000 for amount in amounts)
+    assert sum(amounts) == 140_000 * 1_000  # every credit billed, once
+    assert not Overage.objects.filter(billed_at__isnull=True).exists()
