@@ -17,11 +17,12 @@ $(error config/servers.py could not derive the server settings (see above))
 endif
 $(foreach setting,$(SERVERS),$(eval export $(setting)))
 
-.PHONY: help venv services stop migrate seed run test lint bench audit
+.PHONY: help venv services stop migrate seed run test lint bench audit screenshots
 help:
 	@echo "make run      everything up with demo data on $(SITE_URL) (Ctrl-C stops it; PORT moves it)"
 	@echo "make test     everything the tests need, then ruff and the whole test suite"
 	@echo "make bench    benchmarks, one JSON line each"
+	@echo "make screenshots  every page at 1280 and 390 px, into screenshots/"
 	@echo "make services start (or reuse) the local PostgreSQL and Redis;  make stop  stops them"
 	@echo "make lock     relock requirements/ after editing pyproject.toml (ARGS=\"--upgrade-package NAME\")"
 
@@ -66,6 +67,12 @@ test: venv services
 
 audit: venv services
 	$(BIN)/python manage.py credits_audit
+
+# Every page of every role at 1280 and 390 px, into screenshots/ (git-ignored).
+screenshots: venv services
+	@scripts/services.sh browser
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -q -s -p no:cacheprovider \
+		-o python_files=screenshots.py tests/browser/screenshots.py
 
 bench: venv services
 	DJANGO_SETTINGS_MODULE=config.settings.bench $(BIN)/python -m bench

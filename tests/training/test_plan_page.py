@@ -22,7 +22,7 @@ HTMX = {"HX-Request": "true", "HX-Target": "plan-body"}
 
 
 def _emails(count: int, prefix: str = "p") -> list[str]:
-    return [f"{prefix}{n:03}@acme.test" for n in range(count)]
+    return [f"{prefix}{n:04}@acme.test" for n in range(count)]
 
 
 def _rows(page: str) -> list[str]:
@@ -205,3 +205,10 @@ def test_the_summary_beside_confirm_shows_people_cost_available_and_the_shortfal
     grant(organization, 7)
     admin_client.post(reverse("training:confirm", args=[plan.pk]), confirm_form(plan))
     assert selectors.organization_balance(organization=organization).total == 0
+
+
+def test_a_plan_of_1000_people_is_a_page_of_under_200_kb(admin_client, organization, admin):
+    plan = plan_with(organization, admin, emails=_emails(1_000, prefix="person"), costs=(1, 2))
+    page = admin_client.get(reverse("training:plan", args=[plan.pk])).content
+    assert len(page) < 200 * 1024, len(page)
+    assert "People 1\N{EN DASH}50 of 1,000" in page.decode()
