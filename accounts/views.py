@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from credits import selectors as credit_selectors
 from credits.forecast import forecast
 from training.invitations.selectors import managed_courses
+from training.learner import selectors as learner_selectors
 
 from . import ratelimits
 from .decorators import member_required
@@ -59,6 +60,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         }
     elif request.membership.role == Membership.Role.MANAGER:
         context = {"managed": managed_courses(organization=request.organization, user=request.user)}
+    else:
+        # A learner's next steps: what to start, what is under way (a handful of rows).
+        mine = {"organization": request.organization, "user": request.user}
+        context = {
+            "learning": [
+                *learner_selectors.my_enrollments(**mine),
+                *learner_selectors.my_courses(**mine),
+            ]
+        }
     return render(request, "accounts/dashboard.html", context)
 
 

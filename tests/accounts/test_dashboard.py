@@ -7,8 +7,10 @@ from django.urls import reverse
 from credits import services as ledger
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant, hold
+from tests.training.factories import plan_with
 from training.allocations import services as allocations
 from training.invitations import services as invitations
+from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
 
@@ -52,4 +54,20 @@ def test_a_manager_without_a_course_is_told_what_happens_next(manager_client):
 
 
 def test_learners_see_no_course_figures(learner_client):
-    assert "Your courses" not in _dashboard(learner_client)
+    page = _dashboard(learner_client)
+    assert "Your courses" not in page and "Credits in the pool" not in page
+
+
+def test_learners_see_their_training_with_the_next_step(
+    learner_client, organization, admin, learner
+):
+    grant(organization, 5)
+    plan = plan_with(organization, admin, emails=[learner.email])
+    plan_confirm(plan=plan, user=admin, token="t")
+    page = _dashboard(learner_client)
+    assert "Your training" in page
+    assert "not started yet." in page and 'href="/training/my/"' in page
+
+
+def test_a_learner_with_nothing_assigned_is_told_so(learner_client):
+    assert "No training assigned to you yet." in _dashboard(learner_client)

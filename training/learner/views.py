@@ -10,7 +10,7 @@ from accounts.decorators import member_required
 from credits.services import InsufficientCredits
 from training.models import Assignment, Enrollment
 
-from . import services
+from . import selectors, services
 from .forms import ProgressForm
 
 
@@ -18,27 +18,13 @@ from .forms import ProgressForm
 @require_GET
 @member_required()
 def my_training(request: HttpRequest) -> HttpResponse:
-    enrollments = (
-        Enrollment.objects.filter(
-            participant__user=request.user,
-            participant__plan__organization=request.organization,
-            participant__removed_at__isnull=True,
-        )
-        .exclude(status=Enrollment.Status.REMOVED)
-        .select_related("level__course", "participant__plan")
-    )
-    courses = Assignment.objects.filter(
-        organization=request.organization,
-        user=request.user,
-        status__in=[
-            Assignment.Status.ACCEPTED,
-            Assignment.Status.STARTED,
-            Assignment.Status.COMPLETED,
-        ],
-    ).select_related("level__course")
-    return render(
-        request, "training/my_training.html", {"enrollments": enrollments, "courses": courses}
-    )
+    context = {
+        "enrollments": selectors.my_enrollments(
+            organization=request.organization, user=request.user
+        ),
+        "courses": selectors.my_courses(organization=request.organization, user=request.user),
+    }
+    return render(request, "training/my_training.html", context)
 
 
 def _my_enrollment(request: HttpRequest, pk: int) -> Enrollment:
