@@ -61,7 +61,7 @@ def forecast(*, organization: Organization, now: dt.datetime | None = None) -> F
     pool = Holding.objects.filter(
         account__organization=organization,
         account__kind=Account.Kind.POOL,
-        quantity__gt=0,
+        live=True,
         lot__expired_at__isnull=True,
         lot__revoked_at__isnull=True,
     ).filter(Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=now))

@@ -55,7 +55,8 @@ def _valid(now: dt.datetime, prefix: str = "lot__") -> Q:
 
 def _balance(holdings: QuerySet[Holding], held: int, now: dt.datetime) -> Balance:
     soon = now + dt.timedelta(days=EXPIRING_SOON_DAYS)
-    figures = holdings.filter(_valid(now)).aggregate(
+    # Live holdings only (partial index holding_live): emptied ones add nothing.
+    figures = holdings.filter(live=True).filter(_valid(now)).aggregate(
         total=Coalesce(Sum("quantity"), 0),
         expiring=Coalesce(Sum("quantity", filter=Q(lot__expires_at__lte=soon)), 0),
     )
@@ -229,7 +230,7 @@ def account_figures(
     now = now or timezone.now()
     ids = [account.pk for account in accounts]
     valid = dict(
-        Holding.objects.filter(account_id__in=ids)
+        Holding.objects.filter(account_id__in=ids, live=True)
         .filter(_valid(now))
         .values("account_id")
         .annotate(total=Sum("quantity"))
