@@ -1,8 +1,11 @@
 """The dashboard each role lands on: admins are warned before assigned credits pass their
 credits (not only by email); managers see their own courses, credits and learners."""
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from credits import services as ledger
 from tests.catalog.factories import LevelFactory
@@ -10,6 +13,7 @@ from tests.credits.factories import grant, hold
 from tests.training.factories import plan_with
 from training.allocations import services as allocations
 from training.invitations import services as invitations
+from training.models import Assignment
 from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
@@ -71,3 +75,28 @@ def test_learners_see_their_training_with_the_next_step(
 
 def test_a_learner_with_nothing_assigned_is_told_so(learner_client):
     assert "No training assigned to you yet." in _dashboard(learner_client)
+
+
+def test_managers_see_who_is_behind_two_weeks_after_joining(
+    manager_client, organization, admin, manager, time_machine
+):
+    grant(organization, 20)
+    level = LevelFactory(credit_cost=1)
+    managed = allocations.manager_register(
+        organization=organization, course=level.course, user=manager
+    )
+    allocations.course_allocate(
+        organization=organization, course=level.course, quantity=5, actor=admin, key="a"
+    )
+    allocations.manager_assign(manager=managed, quantity=5, actor=admin, key="b")
+    invitations.invite(manager=managed, level=level, text="slow@x.test, quick@x.test", token="t")
+    joined = timezone.now() - dt.timedelta(days=15)
+    Assignment.objects.filter(email="slow@x.test").update(
+        status="started", progress=25, accepted_at=joined
+    )
+    Assignment.objects.filter(email="quick@x.test").update(
+        status="started", progress=75, accepted_at=joined
+    )
+    page = _dashboard(manager_client)
+    assert 'data-testid="managed-behind">1<' in page
+    assert "1 learner joined two weeks ago or more and is not half way yet." in page
