@@ -130,13 +130,24 @@ class Holding(models.Model):
         db_persist=True,
     )
 
+    # The lot's consumption order, copied onto the holding by PostgreSQL (a trigger, kept in
+    # step if the lot's dates change) so that one index holds an account's live holdings in
+    # the order credits_take uses them: it reads from the start and stops once covered.
+    lot_expires_at = models.DateTimeField(null=True, editable=False)
+    lot_invoiced_at = models.DateTimeField(null=True, editable=False)
+
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gte=0), name="holding_nonneg"),
             models.UniqueConstraint(fields=["account", "lot"], name="holding_unique"),
         ]
         indexes = [
-            models.Index(fields=["account", "lot"], condition=Q(live=True), name="holding_live"),
+            # ASC puts never-expiring lots (NULL) last, as the consumption order does.
+            models.Index(
+                fields=["account", "lot_expires_at", "lot_invoiced_at", "lot"],
+                condition=Q(live=True),
+                name="holding_live_order",
+            ),
         ]
 
     def __str__(self) -> str:

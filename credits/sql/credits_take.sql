@@ -28,6 +28,8 @@ CREATE OR REPLACE FUNCTION credits_take(
 ) LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_held integer;
+    v_balance integer;
+    v_stale integer;
     v_organization bigint;
     v_left integer;
     v_part integer;
@@ -35,13 +37,12 @@ DECLARE
 BEGIN
     lot_ids := '{}';
     quantities := '{}';
-    SELECT held, organization_id INTO STRICT v_held, v_organization
+    SELECT held, balance, organization_id INTO STRICT v_held, v_balance, v_organization
     FROM credits_account WHERE id = p_account FOR UPDATE;
-    SELECT COALESCE(SUM(h.quantity), 0) - (v_held - p_reserved) INTO available
-    FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
-    WHERE h.account_id = p_account AND h.live
-      AND l.expired_at IS NULL AND l.revoked_at IS NULL
-      AND (l.expires_at IS NULL OR l.expires_at > p_now);
+    SELECT COALESCE(SUM(h.quantity), 0) INTO v_stale
+    FROM credits_holding h
+    WHERE h.account_id = p_account AND h.live AND h.lot_expires_at <= p_now;
+    available := v_balance - v_stale - (v_held - p_reserved);
     taken := LEAST(p_quantity, GREATEST(available, 0));
     IF taken < p_quantity AND NOT p_allow_overage THEN
         RAISE EXCEPTION 'insufficient credits' USING ERRCODE = 'CR001',
@@ -51,11 +52,10 @@ BEGIN
     v_left := taken;
     FOR r IN
         SELECT h.id, h.lot_id, h.quantity
-        FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
+        FROM credits_holding h
         WHERE h.account_id = p_account AND h.live
-          AND l.expired_at IS NULL AND l.revoked_at IS NULL
-          AND (l.expires_at IS NULL OR l.expires_at > p_now)
-        ORDER BY l.expires_at ASC NULLS LAST, l.invoiced_at ASC, l.id ASC
+          AND (h.lot_expires_at IS NULL OR h.lot_expires_at > p_now)
+        ORDER BY h.lot_expires_at ASC NULLS LAST, h.lot_invoiced_at ASC, h.lot_id ASC
     LOOP
         EXIT WHEN v_left = 0;
         v_part := LEAST(v_left, r.quantity);

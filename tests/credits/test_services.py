@@ -77,6 +77,23 @@ def test_never_expiring_lots_are_consumed_last(organization, pool):
     assert dict(txn.entries.values_list("lot_id", "quantity")) == {dated.pk: -10, forever.pk: -2}
 
 
+def test_a_lot_whose_expiry_moves_is_consumed_in_its_new_place(organization, pool):
+    # Consumption reads the lot's dates from its holdings (copied for the index it walks):
+    # a lot whose expiry changes afterwards must be taken in its new order, and not at all
+    # once its new expiry has passed.
+    early = grant(organization, 10, days_ago=300)
+    late = grant(organization, 10, days_ago=5)
+    now = timezone.now()
+    Lot.objects.filter(pk=early.pk).update(expires_at=now + dt.timedelta(days=600))
+    txn = redeem(pool, 4)
+    assert dict(txn.entries.values_list("lot_id", "quantity")) == {late.pk: -4}
+    Lot.objects.filter(pk=late.pk).update(expires_at=now - dt.timedelta(minutes=1))
+    with pytest.raises(InsufficientCredits) as short:
+        redeem(pool, 11)
+    assert (short.value.available, short.value.shortfall) == (10, 1)
+    assert selectors.account_balance(account=pool).total == 10
+
+
 def test_short_redemption_changes_nothing_and_says_how_many_are_missing(organization, pool):
     grant(organization, 10)
     with pytest.raises(InsufficientCredits) as refused:
