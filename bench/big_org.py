@@ -943,7 +943,8 @@ def _digest() -> str:
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(django.get_version().encode())
-    for path in sorted(root.glob("*/migrations/*.py")):
+    # The SQL files migrations install (credits/sql/) are part of the schema too.
+    for path in sorted([*root.glob("*/migrations/*.py"), *root.glob("*/sql/*.sql")]):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]

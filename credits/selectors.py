@@ -56,9 +56,13 @@ def _valid(now: dt.datetime, prefix: str = "lot__") -> Q:
 def _balance(holdings: QuerySet[Holding], held: int, now: dt.datetime) -> Balance:
     soon = now + dt.timedelta(days=EXPIRING_SOON_DAYS)
     # Live holdings only (partial index holding_live): emptied ones add nothing.
-    figures = holdings.filter(live=True).filter(_valid(now)).aggregate(
-        total=Coalesce(Sum("quantity"), 0),
-        expiring=Coalesce(Sum("quantity", filter=Q(lot__expires_at__lte=soon)), 0),
+    figures = (
+        holdings.filter(live=True)
+        .filter(_valid(now))
+        .aggregate(
+            total=Coalesce(Sum("quantity"), 0),
+            expiring=Coalesce(Sum("quantity", filter=Q(lot__expires_at__lte=soon)), 0),
+        )
     )
     return Balance(total=figures["total"], held=held, expiring_soon=figures["expiring"])
 

@@ -512,13 +512,15 @@ ORDER BY expires_at, id
 # - Not waiting for the WAL flush shortens each batch's locks. A crash can lose only the last
 #   batches, whole, and only those that no later synchronous commit depends on (its flush
 #   covers them): their lots are still due and the next run expires them.
-# - No bitmap scans: a batch reads its rows by id. Without fresh statistics (lots just loaded
-#   in bulk) the planner ANDed the ids with a bitmap of the partial index of every due lot,
-#   reading a million index entries in each batch.
+# - No bitmap scans and no sequential scans: a batch reads its rows by id. Without fresh
+#   statistics (lots just loaded in bulk) the planner ANDed the ids with a bitmap of the
+#   partial index of every due lot, reading a million index entries in each batch, or read
+#   the whole holdings table for a thousand lot ids (until autovacuum's ANALYZE came by).
 _LOCK_ORGANIZATION_ACCOUNTS_SQL = """
 WITH batch_settings AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true),
-           set_config('enable_bitmapscan', 'off', true)
+           set_config('enable_bitmapscan', 'off', true),
+           set_config('enable_seqscan', 'off', true)
 )
 SELECT a.id FROM credits_account a, batch_settings
 WHERE a.organization_id = ANY(%(organizations)s)

@@ -50,12 +50,15 @@ BEGIN
                 'available', GREATEST(available, 0), 'shortfall', p_quantity - taken)::text;
     END IF;
     v_left := taken;
+    -- Two ranges of the same index, each read in order from its start and left as soon as
+    -- the quantity is covered: dated lots still valid (earliest expiry first), then lots
+    -- that never expire. One condition with an OR would walk past every lot already due
+    -- but not yet marked expired, on every call.
     FOR r IN
         SELECT h.id, h.lot_id, h.quantity
         FROM credits_holding h
-        WHERE h.account_id = p_account AND h.live
-          AND (h.lot_expires_at IS NULL OR h.lot_expires_at > p_now)
-        ORDER BY h.lot_expires_at ASC NULLS LAST, h.lot_invoiced_at ASC, h.lot_id ASC
+        WHERE h.account_id = p_account AND h.live AND h.lot_expires_at > p_now
+        ORDER BY h.lot_expires_at, h.lot_invoiced_at, h.lot_id
     LOOP
         EXIT WHEN v_left = 0;
         v_part := LEAST(v_left, r.quantity);
@@ -66,6 +69,30 @@ BEGIN
         quantities := quantities || v_part;
         v_left := v_left - v_part;
     END LOOP;
+    IF v_left > 0 THEN
+        FOR r IN
+            SELECT h.id, h.lot_id, h.quantity
+            FROM credits_holding h
+            WHERE h.account_id = p_account AND h.live AND h.lot_expires_at IS NULL
+            ORDER BY h.lot_invoiced_at, h.lot_id
+        LOOP
+            EXIT WHEN v_left = 0;
+            v_part := LEAST(v_left, r.quantity);
+            UPDATE credits_holding SET quantity = quantity - v_part WHERE id = r.id;
+            INSERT INTO credits_ledgerentry
+                (transaction_id, account_id, lot_id, quantity, created_at)
+            VALUES (p_transaction, p_account, r.lot_id, -v_part, p_now);
+            lot_ids := lot_ids || r.lot_id;
+            quantities := quantities || v_part;
+            v_left := v_left - v_part;
+        END LOOP;
+    END IF;
+    IF v_left > 0 THEN
+        -- The cached balance promised more than the valid holdings hold: the ledger is out
+        -- of step (the audit names how). Refuse rather than write entries that disagree.
+        RAISE EXCEPTION 'account % holds less than its balance says', p_account
+            USING ERRCODE = 'data_corrupted';
+    END IF;
     UPDATE credits_account
     SET balance = balance - taken, held = held - p_release_held
     WHERE id = p_account;

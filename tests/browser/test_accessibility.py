@@ -16,7 +16,7 @@ from tests.browser.conftest import log_in
 from tests.training.factories import plan_with
 from training.allocations import services as allocations
 from training.invitations import services as invitations
-from training.models import CourseManager, Enrollment, TrainingPlan
+from training.models import Assignment, CourseManager, Enrollment, Participant, TrainingPlan
 from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,7 +113,17 @@ def test_manager_pages_are_accessible_and_fit_a_phone(demo, page: Page):
 
 
 def test_learner_pages_and_the_login_are_accessible_and_fit_a_phone(demo, page: Page):
-    assert _problems(page, demo, ["/accounts/login/", "/accounts/password-reset/"]) == []
+    # What someone without an account sees: the login, a password reset, the link of a
+    # manager's invitation and of a plan's invitation.
+    invitation = Assignment.objects.get(email="invitee@x.test")
+    newcomer = Participant.objects.get(email="new.hire@acme.example")
+    anonymous = [
+        "/accounts/login/",
+        "/accounts/password-reset/",
+        f"/training/accept/{invitation.token}/",
+        f"/training/join/{newcomer.invite_token}/",
+    ]
+    assert _problems(page, demo, anonymous) == []
     enrolled = Enrollment.objects.filter(participant__user__isnull=False).first()
     assert enrolled is not None, "the demo enrolls learners"
     log_in(page, demo, enrolled.participant.user.email, DEMO_PASSWORD)
