@@ -9,6 +9,16 @@ from django.db import connection
 
 CHECKS: list[tuple[str, str]] = [
     (
+        "holding's copy of its lot's dates differs from the lot",
+        # credits_take reads consumption order and validity from these copies.
+        """
+        SELECT h.id, h.lot_expires_at, l.expires_at, h.lot_invoiced_at, l.invoiced_at
+        FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
+        WHERE h.lot_expires_at IS DISTINCT FROM l.expires_at
+           OR h.lot_invoiced_at IS DISTINCT FROM l.invoiced_at
+        """,
+    ),
+    (
         "account balance differs from its entries",
         """
         SELECT a.id, a.balance, COALESCE(e.total, 0)

@@ -41,7 +41,6 @@ from . import validity
 from .models import (
     Account,
     Hold,
-    Holding,
     LedgerEntry,
     LedgerTransaction,
     Lot,
@@ -663,7 +662,11 @@ WITH moved AS (
     SELECT %(txn)s, account_id, %(lot)s, -quantity, %(now)s FROM moved
     RETURNING 1
 ), emptied AS (
-    UPDATE credits_holding h SET quantity = 0 FROM moved WHERE h.id = moved.id RETURNING 1
+    -- Less what was read, not "= 0": a holding that changed since the read (it cannot,
+    -- under the caller's locks) would fail holding_nonneg or keep its rest, never vanish
+    -- without its entry.
+    UPDATE credits_holding h SET quantity = h.quantity - moved.quantity
+    FROM moved WHERE h.id = moved.id RETURNING 1
 )
 UPDATE credits_account a SET balance = a.balance - moved.quantity
 FROM moved WHERE a.id = moved.account_id
@@ -728,10 +731,16 @@ def lot_revoke(
         )
         if not created:
             return txn
-        # Every account with a holding row of the lot, emptied ones too: a reversal may give
-        # credits back into an emptied holding, and must either finish before this revocation
-        # reads the holdings or find the lot revoked.
-        account_ids = list(Holding.objects.filter(lot=lot).values_list("account_id", flat=True))
+        # Every account of the organization, in id order, as the expiry does: a superset of
+        # the lot's holders (credits move only within an organization) that no transfer can
+        # slip past. Locking only the holders read beforehand let a transfer, committed
+        # between that read and the lock, carry part of the lot to an account this never
+        # saw: the lot ended revoked with credits still in it. Emptied holdings count too: a
+        # reversal may give credits back into one, and must either finish before this reads
+        # the holdings or find the lot revoked.
+        account_ids = list(
+            Account.objects.filter(organization_id=lot.organization_id).values_list("id", flat=True)
+        )
         _lock_accounts(account_ids)
         figures = {"txn": txn.pk, "lot": lot.pk, "now": txn.created_at, "quantity": quantity}
         with connection.cursor() as cursor:

@@ -15,8 +15,6 @@ from django.db import migrations, models
 TAKE_SQL = (Path(__file__).resolve().parent.parent / "sql" / "credits_take.sql").read_text()
 
 ORDER_SQL = """
-UPDATE credits_holding h SET lot_expires_at = l.expires_at, lot_invoiced_at = l.invoiced_at
-FROM credits_lot l WHERE l.id = h.lot_id;
 
 CREATE FUNCTION credits_holding_lot_dates() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -41,6 +39,12 @@ CREATE TRIGGER lot_dates_moved AFTER UPDATE OF expires_at, invoiced_at ON credit
     WHEN (OLD.expires_at IS DISTINCT FROM NEW.expires_at
           OR OLD.invoiced_at IS DISTINCT FROM NEW.invoiced_at)
     EXECUTE FUNCTION credits_lot_dates_moved();
+
+-- After the triggers exist (and with the lots locked against date changes until this
+-- migration commits), so that no change of a lot's dates falls between the copy and them.
+LOCK TABLE credits_lot IN SHARE MODE;
+UPDATE credits_holding h SET lot_expires_at = l.expires_at, lot_invoiced_at = l.invoiced_at
+FROM credits_lot l WHERE l.id = h.lot_id;
 """
 
 ORDER_REVERSE_SQL = """

@@ -58,6 +58,8 @@ BEGIN
         SELECT h.id, h.lot_id, h.quantity
         FROM credits_holding h
         WHERE h.account_id = p_account AND h.live AND h.lot_expires_at > p_now
+          AND NOT EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
+                          AND (l.revoked_at IS NOT NULL OR l.expired_at IS NOT NULL))
         ORDER BY h.lot_expires_at, h.lot_invoiced_at, h.lot_id
     LOOP
         EXIT WHEN v_left = 0;
@@ -74,6 +76,8 @@ BEGIN
             SELECT h.id, h.lot_id, h.quantity
             FROM credits_holding h
             WHERE h.account_id = p_account AND h.live AND h.lot_expires_at IS NULL
+              AND NOT EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
+                              AND (l.revoked_at IS NOT NULL OR l.expired_at IS NOT NULL))
             ORDER BY h.lot_invoiced_at, h.lot_id
         LOOP
             EXIT WHEN v_left = 0;
