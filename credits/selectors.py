@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
@@ -101,13 +101,26 @@ def organization_balance(*, organization: Organization, now: dt.datetime | None 
     )
 
 
-def lots_with_remaining(*, organization: Organization) -> QuerySet[Lot]:
-    """The organization's lots, soonest expiry first, each with `remaining` credits."""
-    return (
-        Lot.objects.filter(organization=organization)
-        .annotate(remaining=Coalesce(Sum("holdings__quantity"), 0))
-        .order_by("expired_at", "revoked_at", "expires_at", "invoiced_at", "id")
+def lots_with_remaining(*, organization: Organization, past: bool = False) -> QuerySet[Lot]:
+    """The organization's current lots (not expired, not revoked), soonest expiry first, or
+    with `past` its expired and revoked ones, latest first; each with `remaining` credits.
+    `remaining` is a subquery over the lot's live holdings, so a page of lots costs a page,
+    however many lots the organization has had."""
+    remaining = (
+        Holding.objects.filter(lot=OuterRef("pk"), live=True)
+        .values("lot")
+        .annotate(total=Sum("quantity"))
+        .values("total")
     )
+    lots = Lot.objects.filter(organization=organization).annotate(
+        remaining=Coalesce(Subquery(remaining), 0)
+    )
+    current = Q(expired_at__isnull=True, revoked_at__isnull=True)
+    if past:
+        return lots.exclude(current).order_by(
+            F("expires_at").desc(nulls_last=True), "-invoiced_at", "-id"
+        )
+    return lots.filter(current).order_by(F("expires_at").asc(nulls_last=True), "invoiced_at", "id")
 
 
 def ledger_history(

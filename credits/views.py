@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from django import forms
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -16,6 +16,15 @@ from . import selectors
 from .filters import DAY_BOUNDS, HistoryFilter, local_midnight
 
 HISTORY_PAGE_SIZE = 25
+# Lots per page: an organization with years of purchases has tens of thousands.
+LOTS_PAGE_SIZE = 50
+
+
+class LotsForm(forms.Form):
+    """Which lots the Credits page lists: current ones (default) or past ones, and the page."""
+
+    lots = forms.ChoiceField(required=False, choices=[("", "Current"), ("past", "Past")])
+    lots_page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
 
 def _history(request: HttpRequest) -> HistoryFilter:
@@ -46,9 +55,22 @@ def overview(request: HttpRequest) -> HttpResponse:
     history = _history(request)
     page = Paginator(history.qs, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     as_of_date, as_of_balance = _as_of(request)
+    lots_form = LotsForm(request.GET)
+    lots_choice = lots_form.cleaned_data if lots_form.is_valid() else {}
+    past = lots_choice.get("lots") == "past"
+    lots = Paginator(
+        selectors.lots_with_remaining(organization=request.organization, past=past),
+        LOTS_PAGE_SIZE,
+    ).get_page(lots_choice.get("lots_page") or 1)
+    lots_query = request.GET.copy()
+    lots_query.pop("lots_page", None)
     context = {
         "balance": selectors.organization_balance(organization=request.organization),
-        "lots": selectors.lots_with_remaining(organization=request.organization),
+        "lots": lots,
+        "past_lots": past,
+        "current_lots_link": "?" + _with(lots_query.urlencode(), lots=""),
+        "past_lots_link": "?" + _with(lots_query.urlencode(), lots="past"),
+        "lots_query": lots_query.urlencode(),
         "history": history,
         "page": page,
         "as_of_date": as_of_date,
@@ -65,6 +87,16 @@ def _query_without_page(request: HttpRequest) -> str:
     query = request.GET.copy()
     query.pop("page", None)
     return query.urlencode()
+
+
+def _with(query: str, **values) -> str:
+    """`query` (urlencoded) with `values` set: the lots' links keep the history's filters."""
+    merged = QueryDict(query, mutable=True)
+    for name, value in values.items():
+        merged.pop(name, None)
+        if value:
+            merged[name] = value
+    return merged.urlencode()
 
 
 class _Echo:

@@ -175,3 +175,28 @@ def test_neutralise_quotes_only_text_that_starts_like_a_formula(value, cell):
     from config.csv_cells import neutralise
 
     assert neutralise(value) == cell
+
+
+def test_the_credits_page_lists_current_lots_in_pages_and_past_ones_behind_a_link(
+    admin_client, organization
+):
+    expired = grant(organization, 3, days_ago=400)
+    services.lots_expire()
+    for n in range(55):
+        grant(organization, 1, days_ago=n)
+    url = reverse("credits:overview")
+
+    page = admin_client.get(url).content.decode()
+    assert page.count('data-testid="lot-usable-through"') == 50
+    assert "Lots 1\N{EN DASH}50 of 55" in page
+    assert "(expired)" not in page
+    second = admin_client.get(url, {"lots_page": 2}).content.decode()
+    assert second.count('data-testid="lot-usable-through"') == 5
+
+    past = admin_client.get(url, {"lots": "past"}).content.decode()
+    assert past.count('data-testid="lot-usable-through"') == 1
+    assert "(expired)" in past
+    expired.refresh_from_db()
+    assert expired.expired_at is not None
+    # Odd values are the default listing, not an error.
+    assert admin_client.get(url, {"lots": "x", "lots_page": "-3"}).status_code == 200
