@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django import forms
 from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import is_ratelimited
@@ -26,9 +27,23 @@ def email_key(value: str) -> str:
     return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
-def _posted_email(field: str) -> Callable[[str, HttpRequest], str]:
+class _LoginEmail(forms.Form):
+    username = forms.CharField(required=False, strip=False)
+
+
+class _ResetEmail(forms.Form):
+    email = forms.CharField(required=False, strip=False)
+
+
+def _posted_email(form_class: type[forms.Form]) -> Callable[[str, HttpRequest], str]:
+    """The counter's key: the posted address, read (before the page's own form checks it)
+    through a form of that one field. A value no form accepts (a NUL byte) cannot be an
+    account's address: those attempts share one counter."""
+    (field,) = form_class.base_fields
+
     def key(group: str, request: HttpRequest) -> str:
-        return email_key(request.POST.get(field, ""))
+        form = form_class(request.POST)
+        return email_key(form.cleaned_data[field]) if form.is_valid() else "\x00invalid"
 
     return key
 
@@ -43,11 +58,11 @@ class Limit:
 
 LOGIN = (
     Limit("login-ip", "ip", "LOGIN_RATE_PER_IP"),
-    Limit("login-email", _posted_email("username"), "LOGIN_RATE_PER_EMAIL"),
+    Limit("login-email", _posted_email(_LoginEmail), "LOGIN_RATE_PER_EMAIL"),
 )
 PASSWORD_RESET = (
     Limit("password-reset-ip", "ip", "PASSWORD_RESET_RATE_PER_IP"),
-    Limit("password-reset-email", _posted_email("email"), "PASSWORD_RESET_RATE_PER_EMAIL"),
+    Limit("password-reset-email", _posted_email(_ResetEmail), "PASSWORD_RESET_RATE_PER_EMAIL"),
 )
 
 

@@ -20,9 +20,10 @@ HISTORY_PAGE_SIZE = 25
 LOTS_PAGE_SIZE = 50
 
 
-class LotsForm(forms.Form):
-    """Which lots the Credits page lists: current ones (default) or past ones, and the page."""
+class PagesForm(forms.Form):
+    """The Credits page's pages: of the history, and of the lots, current (default) or past."""
 
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
     lots = forms.ChoiceField(required=False, choices=[("", "Current"), ("past", "Past")])
     lots_page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
@@ -53,15 +54,16 @@ def _as_of(request: HttpRequest) -> tuple[dt.date | None, int | None]:
 @admin_required
 def overview(request: HttpRequest) -> HttpResponse:
     history = _history(request)
-    page = Paginator(history.qs, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    pages = PagesForm(request.GET)
+    pages.is_valid()  # a field in error is left out of cleaned_data: that page is the first
+    chosen = pages.cleaned_data
+    page = Paginator(history.qs, HISTORY_PAGE_SIZE).get_page(chosen.get("page") or 1)
     as_of_date, as_of_balance = _as_of(request)
-    lots_form = LotsForm(request.GET)
-    lots_choice = lots_form.cleaned_data if lots_form.is_valid() else {}
-    past = lots_choice.get("lots") == "past"
+    past = chosen.get("lots") == "past"
     lots = Paginator(
         selectors.lots_with_remaining(organization=request.organization, past=past),
         LOTS_PAGE_SIZE,
-    ).get_page(lots_choice.get("lots_page") or 1)
+    ).get_page(chosen.get("lots_page") or 1)
     lots_query = request.GET.copy()
     lots_query.pop("lots_page", None)
     context = {

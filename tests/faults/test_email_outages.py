@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
@@ -34,7 +33,8 @@ from outbox import services, tasks
 from outbox.models import OutboxMessage
 from tests.credits.factories import grant
 from tests.support import processes
-from tests.support.smtp import SMTP_BACKEND, SmtpServer, free_port
+from tests.support.redis_server import RedisServer
+from tests.support.smtp import SMTP_BACKEND, SmtpServer
 from tests.training.factories import confirm_form, plan_with
 from training.plans.services import plan_confirm
 
@@ -47,42 +47,6 @@ ERRORS = {
     "RCPT": "SMTPRecipientsRefused",
     "stopped": "ConnectionRefusedError",
 }
-
-
-class RedisServer:
-    """A throwaway redis-server on a spare loopback port: no persistence, data in tmp."""
-
-    def __init__(self, directory: Path):
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        # Database 15: the one config.settings.test gives workers, whatever the URL says.
-        return f"redis://127.0.0.1:{self.port}/15"
-
-    def start(self) -> None:
-        assert self.process is None
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        _wait(lambda: _pings(client), 10, "redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def _wait(condition: Callable[[], bool], timeout: float, message: str | Callable[[], str]):
