@@ -1,5 +1,4 @@
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -53,9 +52,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         context = {
             "balance": balance,
             "low_balance": balance.available < organization.low_balance_threshold,
-            # The over-assigned alert's own test (credits/alerts.py), shown before the email.
-            "nearly_over_assigned": balance.held > 0
-            and balance.held >= settings.OVER_ASSIGNED_SHARE * balance.total,
             "forecast": forecast(organization=organization),
         }
     elif request.membership.role == Membership.Role.MANAGER:

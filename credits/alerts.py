@@ -107,7 +107,6 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
     now = now or timezone.now()
     organization = Organization.objects.get(pk=organization_id)
     balance = selectors.organization_balance(organization=organization, now=now)
-    share = settings.OVER_ASSIGNED_SHARE
     crossings = [
         (
             LOW_BALANCE,
@@ -117,7 +116,7 @@ def balance_check(*, organization_id: int, now: dt.datetime | None = None) -> li
         ),
         (
             OVER_ASSIGNED,
-            balance.held > 0 and balance.held >= share * balance.total,
+            balance.nearly_over_assigned,
             f"{organization.name}: assigned credits are about to exceed your balance",
         ),
     ]

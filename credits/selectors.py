@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
@@ -45,6 +46,12 @@ class Balance:
     def over_assigned(self) -> bool:
         """Assigned (held) credits exceed the credits there are (seed 002's red balance)."""
         return self.held > self.total
+
+    @property
+    def nearly_over_assigned(self) -> bool:
+        """Assigned credits have reached settings.OVER_ASSIGNED_SHARE of the credits there
+        are: the admins' alert email and the dashboard's banner."""
+        return self.held > 0 and self.held >= settings.OVER_ASSIGNED_SHARE * self.total
 
 
 def _valid(now: dt.datetime, prefix: str = "lot__") -> Q:

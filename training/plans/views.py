@@ -106,12 +106,14 @@ def _people(plan: TrainingPlan, data: QueryDict) -> dict:
     ).get_page(chosen.get("page") or 1)
     query = data.copy()
     query.pop("page", None)
+    filtered = bool(chosen.get("q") or status)
     return {
         "people_form": form,
         "people_page": page,
-        "people_filtered": bool(chosen.get("q") or status),
+        "people_filtered": filtered,
         "people_query": query.urlencode(),
-        "people_total": plan.participants.count(),
+        # Unfiltered, the paginator has counted them already.
+        "people_total": plan.participants.count() if filtered else page.paginator.count,
     }
 
 
