@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Organization, User
+from credits.models import LedgerTransaction
 from training.models import CourseManager, TrainingPlan
 
 from . import big_org
@@ -54,6 +55,15 @@ class Page:
     headers: dict = field(default_factory=dict)
 
 
+def _second_page_cursor(side: "Side") -> int:
+    """What the history's "Older" link names on its first page: the 25th newest row."""
+    return (
+        LedgerTransaction.objects.filter(organization=side.organization)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)[24]
+    )
+
+
 def _days_ago(days: int) -> str:
     return (timezone.localdate() - dt.timedelta(days=days)).isoformat()
 
@@ -62,7 +72,11 @@ PAGES = [
     Page("dashboard", lambda s: reverse("dashboard")),
     Page("credits", lambda s: reverse("credits:overview")),
     # The history's second page and a month of redemptions, as its links and filters ask.
-    Page("credits_history", lambda s: reverse("credits:overview") + "?page=2", headers=HISTORY),
+    Page(
+        "credits_history",
+        lambda s: reverse("credits:overview") + f"?before={_second_page_cursor(s)}",
+        headers=HISTORY,
+    ),
     Page(
         "credits_history_dates",
         lambda s: (

@@ -206,7 +206,13 @@ class LedgerTransaction(models.Model):
                 name="ledger_txn_reversal_of_reverse",
             ),
         ]
-        indexes = [models.Index(fields=["organization", "created_at"], name="ledger_txn_org_time")]
+        indexes = [
+            models.Index(fields=["organization", "created_at"], name="ledger_txn_org_time"),
+            # The history filtered by kind: a rare kind would otherwise walk all history.
+            models.Index(
+                fields=["organization", "kind", "created_at"], name="ledger_txn_org_kind_time"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk}"
@@ -351,3 +357,79 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({'active' if self.active else 'resolved'})"
+
+
+class DailyTotal(models.Model):
+    """What one account's entries of one kind added up to on one UTC day: the read model that
+    "balance on a date", the Billing chart, the forecast and the "used" figures read instead
+    of the entries. PostgreSQL writes it (credits/sql/daily_totals.sql), in the statement that
+    inserts the entries, so no writer can forget it; `credits_audit` proves it.
+
+    Gains and losses apart: an adjustment may go either way, and the charts count them on
+    different sides. Days in UTC so that any instant splits exactly: the entries of the day it
+    falls in are read from the ledger itself (one day's worth, by index)."""
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
+    day = models.DateField()
+    kind = models.CharField(max_length=8, choices=LedgerTransaction.Kind.choices)
+    gained = models.BigIntegerField(default=0)
+    lost = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day", "kind"], name="daily_total_once"),
+            models.CheckConstraint(
+                condition=Q(gained__gte=0, lost__lte=0), name="daily_total_signs"
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "day"], name="daily_total_org_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind} account {self.account_id}: +{self.gained} {self.lost}"
+
+
+class StoredForecast(models.Model):
+    """The dashboard's forecast of one organization, computed by beat (credits.forecast) so
+    that the page reads one row however long the organization's history is."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    computed_at = models.DateTimeField()
+    enough_history = models.BooleanField(default=False)
+    daily_rate = models.FloatField(default=0)
+    runs_out_on = models.DateField(null=True, blank=True)
+    expires_unused = models.BigIntegerField(default=0)
+    # [[ISO date, balance], ...] every 7 days, for the chart.
+    points = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"Forecast of {self.organization_id} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class AuditRun(models.Model):
+    """One run of the ledger audit. A nightly run proves the entries written since the last
+    good run's checkpoint (with an overlap, see credits.audit); a weekly one proves all."""
+
+    class Scope(models.TextChoices):
+        RECENT = "recent", "Since the last checkpoint"
+        FULL = "full", "All history"
+
+    scope = models.CharField(max_length=8, choices=Scope.choices)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Entries with from_entry_id < id <= to_entry_id were proved (from 0 for a full run).
+    from_entry_id = models.BigIntegerField(default=0)
+    to_entry_id = models.BigIntegerField(default=0)
+    problems = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Audit {self.scope} at {self.started_at:%Y-%m-%d %H:%M}"

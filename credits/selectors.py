@@ -7,13 +7,23 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
 from accounts.models import Organization
 
-from .models import Account, Hold, Holding, LedgerEntry, LedgerTransaction, Lot, Overage
+from .models import (
+    Account,
+    DailyTotal,
+    Hold,
+    Holding,
+    LedgerEntry,
+    LedgerTransaction,
+    Lot,
+    Overage,
+)
 
 EXPIRING_SOON_DAYS = 30
 
@@ -138,7 +148,8 @@ def ledger_history(
     end: dt.datetime | None = None,
 ) -> QuerySet[LedgerTransaction]:
     """Transactions newest first, each with `net`: its change to the organization's credits
-    (allocations between accounts net to zero)."""
+    (allocations between accounts net to zero). `net` is a subquery per row, over that
+    transaction's entries (by index): a page of history costs a page, not all history."""
     transactions = LedgerTransaction.objects.filter(organization=organization)
     if kinds:
         transactions = transactions.filter(kind__in=kinds)
@@ -146,12 +157,85 @@ def ledger_history(
         transactions = transactions.filter(created_at__gte=start)
     if end:
         transactions = transactions.filter(created_at__lt=end)
-    # Explicit order: Django ignores Meta.ordering on aggregated (GROUP BY) queries.
+    net = (
+        LedgerEntry.objects.filter(transaction=OuterRef("pk"))
+        .values("transaction")
+        .annotate(total=Sum("quantity"))
+        .values("total")
+    )
     return (
         transactions.select_related("actor", "account__course", "account__manager")
-        .annotate(net=Coalesce(Sum("entries__quantity"), 0))
+        .annotate(net=Coalesce(Subquery(net), 0))
         .order_by("-created_at", "-id")
     )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of history, found from a neighbouring row instead of an offset and a total
+    count: both would read every transaction before the page."""
+
+    rows: list[LedgerTransaction]
+    newer: int | None  # the id to ask `after` for the page before, if there is one
+    older: int | None  # the id to ask `before` for the page after, if there is one
+
+
+def history_page(
+    *,
+    history: QuerySet[LedgerTransaction],
+    size: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> HistoryPage:
+    """`size` rows of `history` (newest first): the first ones, those older than the row
+    `before`, or those newer than the row `after`. A cursor naming no row of this history
+    (another organization's, or a filtered-out one) starts from the newest."""
+    cursor_id = before or after
+    cursor = history.filter(pk=cursor_id).values("created_at", "pk").first() if cursor_id else None
+    if cursor is not None:
+        at, pk = cursor["created_at"], cursor["pk"]
+        if before:
+            # (created_at, id) < the cursor's, as a range on created_at that the index serves.
+            older = history.filter(created_at__lte=at).exclude(created_at=at, id__gte=pk)
+            rows = list(older[: size + 1])
+            if rows:
+                return HistoryPage(rows[:size], rows[0].pk, _last_if_more(rows, size))
+        else:
+            newer = (
+                history.filter(created_at__gte=at)
+                .exclude(created_at=at, id__lte=pk)
+                .order_by("created_at", "id")
+            )
+            rows = list(newer[: size + 1])
+            if rows:
+                page = rows[:size][::-1]
+                return HistoryPage(page, page[0].pk if len(rows) > size else None, page[-1].pk)
+    # No cursor, or one past either end (a Back button after new rows, an edited link).
+    rows = list(history[: size + 1])
+    return HistoryPage(rows[:size], None, _last_if_more(rows, size))
+
+
+def _last_if_more(rows: list[LedgerTransaction], size: int) -> int | None:
+    """The id to go on from, when there are more rows than the page shows."""
+    return rows[size - 1].pk if len(rows) > size else None
+
+
+# What the pool's entries before `at` still owe to lots that had expired by `at` but whose
+# expiry was not yet written then (the job writes it at expired_at, later). Every other lot
+# expired by `at` has had its expiry entries written before `at`: its entries sum to zero.
+# The window is the expression of index lot_due_window (migration 0013), spelled the same so
+# that the index serves it: from the lot's expiry to the moment the job marked it, open while
+# unmarked.
+_DUE_AT_SQL = """
+SELECT COALESCE(SUM(e.quantity), 0)
+FROM credits_lot l JOIN credits_ledgerentry e ON e.lot_id = l.id
+WHERE l.expires_at IS NOT NULL
+  AND tstzrange(l.expires_at, CASE WHEN l.expired_at IS NOT NULL
+                                   THEN greatest(l.expired_at, l.expires_at) END, '[]')
+      @> %(at)s::timestamptz
+  AND l.organization_id = %(organization)s
+  AND e.account_id = %(account)s AND e.created_at < %(at)s
+"""
 
 
 def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
@@ -159,15 +243,30 @@ def balance_as_of(*, organization: Organization, at: dt.datetime) -> int:
     figure of the page counts; earmarked credits are not in it).
 
     The entries written strictly before `at` (an entry at `at` belongs to what follows, as in
-    the history's half-open day ranges), less every lot that had expired by `at`: a lot is
-    worth nothing from its `expires_at` on, whether or not the expiry job had run yet. Leaving
-    out all of such a lot's entries, its expiry's included, counts it as zero either way."""
-    return LedgerEntry.objects.filter(
-        Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=at),
-        account__organization=organization,
-        account__kind=Account.Kind.POOL,
-        created_at__lt=at,
+    the history's half-open day ranges), less what lots that had expired by `at` still held
+    then: a lot is worth nothing from its `expires_at` on, whether or not the expiry job had
+    run yet. The entries before `at` are the daily totals of the UTC days before the one `at`
+    falls in, plus that day's entries up to `at`: a few thousand rows at most, whatever the
+    length of history."""
+    pool = (
+        Account.objects.filter(organization=organization, kind=Account.Kind.POOL)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pool is None:
+        return 0
+    day = at.astimezone(dt.UTC).date()
+    day_start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    days = DailyTotal.objects.filter(account_id=pool, day__lt=day).aggregate(
+        total=Coalesce(Sum(F("gained") + F("lost")), 0)
+    )["total"]
+    today = LedgerEntry.objects.filter(
+        account_id=pool, created_at__gte=day_start, created_at__lt=at
     ).aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
+    with connection.cursor() as cursor:
+        cursor.execute(_DUE_AT_SQL, {"at": at, "organization": organization.pk, "account": pool})
+        (due,) = cursor.fetchone()
+    return days + today - due
 
 
 def active_holds(*, account: Account) -> QuerySet[Hold]:

@@ -21,9 +21,11 @@ LOTS_PAGE_SIZE = 50
 
 
 class PagesForm(forms.Form):
-    """The Credits page's pages: of the history, and of the lots, current (default) or past."""
+    """The Credits page's pages: of the history (the rows older than `before`, or newer than
+    `after`: transaction ids), and of the lots, current (default) or past."""
 
-    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    before = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    after = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     lots = forms.ChoiceField(required=False, choices=[("", "Current"), ("past", "Past")])
     lots_page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
 
@@ -57,7 +59,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     pages = PagesForm(request.GET)
     pages.is_valid()  # a field in error is left out of cleaned_data: that page is the first
     chosen = pages.cleaned_data
-    page = Paginator(history.qs, HISTORY_PAGE_SIZE).get_page(chosen.get("page") or 1)
+    page = selectors.history_page(
+        history=history.qs,
+        size=HISTORY_PAGE_SIZE,
+        before=chosen.get("before"),
+        after=chosen.get("after"),
+    )
     as_of_date, as_of_balance = _as_of(request)
     past = chosen.get("lots") == "past"
     lots = Paginator(
@@ -87,7 +94,8 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 def _query_without_page(request: HttpRequest) -> str:
     query = request.GET.copy()
-    query.pop("page", None)
+    query.pop("before", None)
+    query.pop("after", None)
     return query.urlencode()
 
 

@@ -50,7 +50,7 @@ def _admin_pages() -> list[str]:
         f"/training/plans/{plan.pk}/?member_q=learner",
         f"/catalog/courses/{course.slug}/",
         "/catalog/?q=excel",
-        "/credits/?page=2",
+        "/credits/?kind=redeem",
     ]
 
 

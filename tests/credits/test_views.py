@@ -7,6 +7,7 @@ import time_machine
 from django.urls import reverse
 
 from credits import services
+from credits.models import LedgerTransaction
 from tests.accounts.factories import UserFactory
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, redeem
@@ -69,7 +70,7 @@ def test_history_filters_by_date_range(admin_client, organization, pool):
     with time_machine.travel(dt.datetime(2026, 6, 10, 15, tzinfo=dt.UTC)):
         grant(organization, 10, reference="june")
         page = admin_client.get(URL, {"start": "2026-06-01", "end": "2026-06-30"})
-    rows = [txn.reference for txn in page.context["page"].object_list]
+    rows = [txn.reference for txn in page.context["page"].rows]
     assert rows == ["june"]
 
 
@@ -93,15 +94,49 @@ def test_balance_as_of_counts_the_pool_like_every_other_figure(admin_client, org
     assert "your pool held <strong>0</strong> credits" in page
 
 
-def test_history_is_paginated(admin_client, organization):
-    for n in range(30):
-        grant(organization, 1, reference=f"lot-{n}")
+def _references(response) -> list[str]:
+    return [txn.reference for txn in response.context["page"].rows]
+
+
+def test_history_pages_go_older_and_back_newer(admin_client, organization):
+    # Ten transactions share one instant: the id breaks the tie, so none is shown twice or
+    # skipped at a page's edge.
+    with time_machine.travel(dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC), tick=False):
+        for n in range(10):
+            grant(organization, 1, reference=f"lot-{n:02}")
+    with time_machine.travel(dt.datetime(2026, 3, 11, 15, tzinfo=dt.UTC)):
+        for n in range(10, 55):
+            grant(organization, 1, reference=f"lot-{n:02}")
+    newest_first = [f"lot-{n:02}" for n in range(54, -1, -1)]
+
     first = admin_client.get(URL)
-    assert len(first.context["page"].object_list) == 25
-    second = admin_client.get(URL, {"page": 2})
-    assert [t.reference for t in second.context["page"].object_list] == [
-        f"lot-{n}" for n in range(4, -1, -1)
-    ]
+    assert _references(first) == newest_first[:25]
+    assert first.context["page"].newer is None
+    seen, page = _references(first), first
+    while page.context["page"].older:
+        page = admin_client.get(URL, {"before": page.context["page"].older})
+        seen += _references(page)
+    assert seen == newest_first  # every row once, in order
+    assert _references(page) == newest_first[50:]
+
+    back = admin_client.get(URL, {"after": page.context["page"].newer})
+    assert _references(back) == newest_first[25:50]
+    back = admin_client.get(URL, {"after": back.context["page"].newer})
+    assert _references(back) == newest_first[:25]
+    assert back.context["page"].newer is None
+    assert b"Older" in back.content and b"Newer" not in back.content
+
+
+def test_history_cursor_of_another_organization_starts_from_the_newest(
+    admin_client, organization, other_organization
+):
+    grant(organization, 1, reference="ours")
+    grant(other_organization, 1, reference="theirs")
+    theirs = LedgerTransaction.objects.get(organization=other_organization)
+    for cursor in ({"before": theirs.pk}, {"after": theirs.pk}, {"before": "x"}, {"after": 2**63}):
+        response = admin_client.get(URL, cursor)
+        assert response.status_code == 200
+        assert _references(response) == ["ours"]
 
 
 def test_csv_export_streams_the_filtered_history(admin_client, organization, pool):
