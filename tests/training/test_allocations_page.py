@@ -63,3 +63,29 @@ def test_a_course_without_credits_shows_a_plain_zero_not_an_alarm(admin_client, 
     page = admin_client.get(reverse("training:allocations")).content.decode()
     assert '<span class="" data-testid="course-available">0</span>' in page
     assert "negative" not in page
+
+
+def test_courses_and_managers_come_a_page_at_a_time(admin_client, organization):
+    from tests.catalog.factories import CourseFactory
+    from training.allocations import services as allocations
+
+    courses = [CourseFactory(title=f"Course {n:02}", published=True) for n in range(12)]
+    for n in range(15):
+        person = member(organization, Membership.Role.MANAGER, email=f"m{n:02}@acme.test")
+        allocations.manager_register(organization=organization, course=courses[0], user=person)
+    url = reverse("training:allocations")
+
+    first = admin_client.get(url).content.decode()
+    assert "Course 09" in first and "Course 10" not in first
+    assert "m09@acme.test" in first and "m10@acme.test" not in first
+    assert f'href="?course={courses[0].pk}"' in first and "All 15 managers" in first
+
+    second = admin_client.get(url, {"page": 2}).content.decode()
+    assert "Course 11" in second and "Course 00" not in second
+
+    one = admin_client.get(url, {"course": courses[0].pk}).content.decode()
+    assert all(f"m{n:02}@acme.test" in one for n in range(15))
+    assert "Course 01" not in one and "Every course" in one
+    # Hostile or stale input falls back to the first page rather than an error.
+    for query in ({"page": "x"}, {"page": 10**9}, {"course": 2**63}, {"course": "\x00"}):
+        assert admin_client.get(url, query).status_code == 200

@@ -66,3 +66,12 @@ class MemberLookupForm(forms.Form):
 
     def clean_email(self) -> str:
         return self.cleaned_data["email"].replace("\x00", "")
+
+
+class AllocationsPageForm(forms.Form):
+    """What part of the Assign credits page to show: a page of courses, or one course with a
+    page of its managers (an organization may have hundreds of managers)."""
+
+    page = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    course = forms.IntegerField(**ID_FIELD)
+    managers_page = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)

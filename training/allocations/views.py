@@ -3,7 +3,9 @@
 import uuid
 
 from django.contrib import messages
-from django.db.models import Q
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
@@ -20,10 +22,17 @@ from credits.services import CreditsError, InsufficientCredits
 from training.models import CourseManager
 
 from . import services
-from .forms import AllocationForm, MemberLookupForm
+from .forms import AllocationForm, AllocationsPageForm, MemberLookupForm
 
 # Suggestions offered as the admin types a member's address.
 MEMBERS_SUGGESTED = 10
+
+
+# Courses per page, managers shown under each (the rest behind "all managers"), and
+# managers per page of a single course: the page costs what it shows.
+COURSES_PER_PAGE = 10
+MANAGERS_SHOWN = 10
+MANAGERS_PER_PAGE = 50
 
 
 @never_cache
@@ -31,32 +40,79 @@ MEMBERS_SUGGESTED = 10
 @admin_required
 def allocations(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    # A read: accounts not created yet count as empty; figures come in three queries.
-    accounts = list(Account.objects.filter(organization=organization))
+    chosen = AllocationsPageForm(request.GET)
+    chosen.is_valid()  # a field in error is left out of cleaned_data: its first page then
+    choice = chosen.cleaned_data
+    published = Course.objects.filter(published=True).prefetch_related("levels")
+    one_course = published.filter(pk=choice["course"]).first() if choice.get("course") else None
+    if one_course is not None:
+        courses = [one_course]
+        course_page = None
+    else:
+        course_page = Paginator(published.order_by("title", "id"), COURSES_PER_PAGE).get_page(
+            choice.get("page") or 1
+        )
+        courses = list(course_page.object_list)
+    course_ids = [course.pk for course in courses]
+    counts = dict(
+        CourseManager.objects.filter(organization=organization, course_id__in=course_ids)
+        .values("course_id")
+        .annotate(n=Count("id"))
+        .values_list("course_id", "n")
+    )
+    managed = CourseManager.objects.filter(organization=organization).select_related("user")
+    manager_page = None
+    if one_course is not None:
+        manager_page = Paginator(
+            managed.filter(course=one_course).order_by("user__email", "id"), MANAGERS_PER_PAGE
+        ).get_page(choice.get("managers_page") or 1)
+        shown = {one_course.pk: list(manager_page.object_list)}
+    else:
+        # The first few managers of every course on the page, in one query.
+        ranked = managed.filter(course_id__in=course_ids).annotate(
+            rank=Window(
+                RowNumber(), partition_by=F("course_id"), order_by=[F("user__email"), F("id")]
+            )
+        )
+        shown = {course_id: [] for course_id in course_ids}
+        for manager in ranked.filter(rank__lte=MANAGERS_SHOWN).order_by("course_id", "rank"):
+            shown[manager.course_id].append(manager)
+    # Figures for the accounts on the page only: the pool, these courses, these managers.
+    wanted = Q(kind=Account.Kind.POOL) | Q(kind=Account.Kind.COURSE, course_id__in=course_ids)
+    for course_id, rows in shown.items():
+        wanted |= Q(
+            kind=Account.Kind.MANAGER,
+            course_id=course_id,
+            manager_id__in=[m.user_id for m in rows],
+        )
+    accounts = list(Account.objects.filter(wanted, organization=organization))
     figures = credit_selectors.account_figures(accounts=accounts)
     by_scope = {(a.kind, a.course_id, a.manager_id): figures[a.pk] for a in accounts}
 
     def figures_of(kind: str, course_id=None, manager_id=None):
         return by_scope.get((kind, course_id, manager_id), credit_selectors.NO_FIGURES)
 
-    managers = list(CourseManager.objects.filter(organization=organization).select_related("user"))
     rows = [
         {
             "course": course,
             "figures": figures_of(Account.Kind.COURSE, course.pk),
+            "manager_count": counts.get(course.pk, 0),
             "managers": [
                 {"manager": m, "figures": figures_of(Account.Kind.MANAGER, course.pk, m.user_id)}
-                for m in managers
-                if m.course_id == course.pk
+                for m in shown[course.pk]
             ],
         }
-        for course in Course.objects.filter(published=True).prefetch_related("levels")
+        for course in courses
     ]
     return render(
         request,
         "training/allocations.html",
         {
             "rows": rows,
+            "one_course": one_course,
+            "course_page": course_page,
+            "manager_page": manager_page,
+            "managers_shown": MANAGERS_SHOWN,
             "pool": figures_of(Account.Kind.POOL),
             "balance": credit_selectors.organization_balance(organization=organization),
             "token": uuid.uuid4(),
