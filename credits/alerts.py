@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +25,7 @@ from outbox.services import NewMessage, messages_enqueue
 
 from . import selectors, validity
 from .audit import ledger_audit
-from .models import Alert, Holding, Lot
+from .models import Account, Alert, AuditRun, Holding, Lot
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +172,27 @@ def _reminder_day(days_left: int, reminder_days: list[int]) -> int | None:
     return next((d for d in reminder_days if days_left <= d), None)
 
 
+def _lots_due(now: dt.datetime, horizon: dt.datetime) -> QuerySet[Lot]:
+    """Lots still valid that expire within the horizon: a range of the index lot_expiry_due
+    (expires_at, where expired_at is null), whatever the number of lots sold before."""
+    return Lot.objects.filter(
+        expired_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=now,
+        expires_at__lte=horizon,
+    )
+
+
 def _organizations_due(
     now: dt.datetime, horizon: dt.datetime
 ) -> tuple[dict[int, Organization], dict[int, dt.date]]:
     """The organizations with lots expiring before `horizon` whose local day is past
     REMINDER_LOCAL_HOUR and whose digest of that day has not been written, and that day."""
-    candidates = Organization.objects.filter(
-        pk__in=Lot.objects.filter(
-            expired_at__isnull=True,
-            revoked_at__isnull=True,
-            expires_at__gt=now,
-            expires_at__lte=horizon,
-        ).values("organization_id")
-    )
+    # Two statements, not `pk__in=<subquery>`: as a semi-join the planner walks each
+    # organization's lots by organization_id (every lot it ever bought) to find its due ones;
+    # alone, the due lots are one range of lot_expiry_due, the horizon's lots and no others.
+    due = _lots_due(now, horizon).order_by().values_list("organization_id", flat=True).distinct()
+    candidates = Organization.objects.filter(pk__in=list(due))
     organizations, today = {}, {}
     for organization in candidates:
         local = now.astimezone(zoneinfo.ZoneInfo(organization.time_zone))
@@ -209,20 +218,26 @@ def _due_lots(
     calendar, soonest first. "N days before" is the local day N days before the lot's last
     usable day: a lot usable through Mar 1 is due for "1 day before" on Feb 28, local."""
     reminder_days = sorted(settings.EXPIRY_REMINDER_DAYS)
+    # What is left of each due lot, from its own live holdings (holdings.lot_id, a row or
+    # three per lot), per lot: joined instead, the planner hashes every live holding of
+    # every lot ever sold to match the few due.
+    remaining = (
+        Holding.objects.filter(lot=OuterRef("pk"), live=True)
+        .order_by()
+        .values("lot")
+        .annotate(total=Sum("quantity"))
+        .values("total")
+    )
     lots = (
-        Lot.objects.filter(
-            organization_id__in=list(organizations),
-            expired_at__isnull=True,
-            revoked_at__isnull=True,
-            expires_at__gt=now,
-            expires_at__lte=horizon,
-        )
-        .annotate(remaining=Sum("holdings__quantity"))
-        .filter(remaining__gt=0)
+        _lots_due(now, horizon)
+        .filter(organization_id__in=list(organizations))
+        .annotate(remaining=Coalesce(Subquery(remaining), 0))
         .order_by("organization_id", "expires_at", "pk")
     )
     due: dict[int, list[_DueLot]] = {}
     for lot in lots:
+        if lot.remaining <= 0:
+            continue  # spent: nothing to remind of (filtered here, so the sum runs once)
         zone = zoneinfo.ZoneInfo(organizations[lot.organization_id].time_zone)
         last_day = validity.last_usable_day(lot.expires_at, zone)
         days_left = (last_day - today[lot.organization_id]).days
@@ -299,22 +314,48 @@ def expiry_reminders_send(*, now: dt.datetime | None = None) -> int:
     return written
 
 
+# How often the nightly job proves all history rather than what changed since its checkpoint
+# (credits.audit). The rule: a full run when no full run that passed has started in the last
+# FULL_AUDIT_EVERY_DAYS UTC days, a recent one otherwise. Counting from the last full run
+# rather than naming a weekday keeps a week between full runs after a missed night, a deploy
+# or an on-demand `make audit` (which runs one), and makes the first run after a deploy a full
+# one. A full run that found problems does not count: the next night runs full again, so
+# staff hear every day about a fault in old history, as they do about any other.
+FULL_AUDIT_EVERY_DAYS = 7
+
+
+def _full_audit_due(now: dt.datetime) -> bool:
+    last = (
+        AuditRun.objects.filter(scope=AuditRun.Scope.FULL, finished_at__isnull=False, problems=0)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    if last is None:
+        return True
+    days = now.astimezone(dt.UTC).date() - last.astimezone(dt.UTC).date()
+    return days.days >= FULL_AUDIT_EVERY_DAYS
+
+
 def nightly_audit(*, now: dt.datetime | None = None) -> bool:
-    """The ledger audit; violations are logged at error level and emailed to staff, once a
-    day (a second run on the same day writes no second email)."""
-    report = ledger_audit()
+    """The ledger audit, recent or full (FULL_AUDIT_EVERY_DAYS); violations are logged at
+    error level and emailed to staff, once a day (a second run on the same day writes no
+    second email)."""
+    now = now or timezone.now()
+    scope = AuditRun.Scope.FULL if _full_audit_due(now) else AuditRun.Scope.RECENT
+    report = ledger_audit(scope=scope)
     if report.ok:
-        log.info("ledger ok: %s accounts, %s entries", report.accounts, report.entries)
+        log.info("ledger ok: %s", report.summary)
         return True
     for violation in report.violations:
-        log.error("ledger audit violation: %s", violation)
+        log.error("ledger audit violation (%s): %s", report.scope, violation)
     staff = list(
         get_user_model()
         .objects.filter(is_staff=True, is_active=True)
         .values_list("email", flat=True)
     )
     if staff:
-        day = (now or timezone.now()).date()
+        day = now.date()
         text = render_to_string(f"emails/{LEDGER_AUDIT}.txt", {"violations": report.violations})
         with transaction.atomic():
             messages_enqueue(
@@ -332,4 +373,44 @@ def nightly_audit(*, now: dt.datetime | None = None) -> bool:
 
 
 def organizations_with_credits() -> list[int]:
-    return list(Holding.objects.values_list("account__organization_id", flat=True).distinct())
+    """The organizations the hourly balance check must look at: those whose check could
+    claim or resolve an alert. Read per organization through indexes (one of its holdings,
+    its accounts' cached figures, its alert rows by their unique key) instead of DISTINCT
+    over every holding ever written.
+
+    Only organizations that have had credits (a holding, as before): one that never bought
+    any gets no "0 credits left" email. Of those, an organization is left out only when its
+    check would do nothing: every account holds nothing and reserves nothing, so available
+    is 0 and nothing is over-assigned; its threshold is 0, so 0 available is not low; and no
+    balance alert is active, so there is nothing to resolve. An organization that has just
+    run out stays in (its threshold is above 0, or there was nothing to cross), so its "ran
+    out" email goes on the next run however long ago its last entry was; once claimed, the
+    active alert keeps it in until it recovers."""
+    had_credits = Exists(Holding.objects.filter(account__organization=OuterRef("pk")))
+    figures = Exists(
+        Account.objects.filter(organization=OuterRef("pk")).filter(Q(balance__gt=0) | Q(held__gt=0))
+    )
+    rows = (
+        Organization.objects.filter(had_credits)
+        .annotate(figures=figures)
+        .order_by()
+        .values_list("pk", "low_balance_threshold", "figures")
+    )
+    checked, idle = set(), []
+    for pk, threshold, has_figures in rows:
+        if threshold > 0 or has_figures:
+            checked.add(pk)
+        else:
+            idle.append(pk)
+    if idle:
+        # Apart, for the few idle ones, by (organization, key): asked of every organization
+        # at once, the planner reads the whole alert table, which grows with every expiry
+        # reminder ever sent.
+        checked.update(
+            Alert.objects.filter(
+                organization_id__in=idle, key__in=[LOW_BALANCE, OVER_ASSIGNED], active=True
+            )
+            .order_by()
+            .values_list("organization_id", flat=True)
+        )
+    return sorted(checked)

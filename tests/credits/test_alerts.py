@@ -1,4 +1,5 @@
 import datetime as dt
+import zoneinfo
 
 import pytest
 import time_machine
@@ -9,10 +10,11 @@ from django.utils import timezone
 from accounts.models import Membership
 from credits import alerts, services
 from credits.forecast import forecast
+from credits.models import Alert, AuditRun
 from credits.tasks import balance_alerts, ledger_audit_nightly
 from outbox.models import OutboxMessage
 from outbox.tasks import sweep
-from tests.accounts.factories import UserFactory, member
+from tests.accounts.factories import OrganizationFactory, UserFactory, member
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, redeem
 from tests.outbox.backends import FlakyBackend
@@ -182,3 +184,150 @@ def test_forecast_counts_the_pool_less_its_holds_not_earmarked_credits(organizat
     # earmarked credits and ignoring the hold would have said day 109).
     result = forecast(organization=organization, now=start)
     assert result.runs_out_on == timezone.localdate(start) + dt.timedelta(days=4)
+
+
+# --- Which organizations the hourly balance task checks ----------------------------------------
+
+
+def test_organizations_with_credits_keep_one_that_ran_out_with_an_active_alert(
+    organization, admin, pool, run
+):
+    grant(organization, 5)  # below the threshold of 10: alerted
+    assert check(run, organization) == ["low_balance"]
+    redeem(pool, 5)  # nothing left: still alerted, still checked
+    never_bought = OrganizationFactory(low_balance_threshold=10)
+    services.pool_account(organization=never_bought)  # an account, no credits ever
+    assert alerts.organizations_with_credits() == [organization.pk]
+
+
+def test_an_organization_that_just_ran_out_is_alerted_by_the_hourly_task(
+    organization, admin, pool, run
+):
+    grant(organization, 20)
+    assert run(balance_alerts) == 1 and mail.outbox == []  # plenty: no alert yet
+    redeem(pool, 20)  # down to zero in one step, never seen low
+    # However long ago that last entry was, the next run still finds it.
+    with time_machine.travel(timezone.now() + dt.timedelta(days=3)):
+        assert organization.pk in alerts.organizations_with_credits()
+        assert run(balance_alerts) == 1
+    assert [m.subject for m in mail.outbox] == ["Acme Corp: 0 credits left"]
+
+
+def test_an_organization_left_out_of_the_hourly_task_would_have_been_sent_nothing(
+    organization, admin, pool, run
+):
+    organization.low_balance_threshold = 0  # never "low"
+    organization.save()
+    grant(organization, 5)
+    assert alerts.organizations_with_credits() == [organization.pk]
+    redeem(pool, 5)  # spent, nothing held, no alert active
+    assert alerts.organizations_with_credits() == []
+    # Its check, had it run, would have claimed and resolved nothing.
+    assert check(run, organization) == []
+    assert not Alert.objects.filter(organization=organization, active=True).exists()
+
+
+def test_an_alert_active_when_its_threshold_drops_to_zero_is_still_resolved(
+    organization, admin, pool, run
+):
+    grant(organization, 5)
+    assert check(run, organization) == ["low_balance"]
+    redeem(pool, 5)
+    organization.low_balance_threshold = 0
+    organization.save()
+    # Nothing held, nothing left, threshold 0: only the active alert keeps it checked.
+    assert alerts.organizations_with_credits() == [organization.pk]
+    run(balance_alerts)
+    assert alerts.active_alerts(organization=organization) == set()
+    assert alerts.organizations_with_credits() == []
+
+
+def test_held_credits_keep_an_organization_checked_whatever_its_threshold(
+    organization, admin, pool, run
+):
+    organization.low_balance_threshold = 0
+    organization.save()
+    grant(organization, 5)
+    redeem(pool, 5)
+    hold(pool, 3, allow_overage=True)  # nothing left, 3 assigned all the same
+    assert alerts.organizations_with_credits() == [organization.pk]
+    # Available is -3: below even a threshold of 0.
+    assert check(run, organization) == ["low_balance", "over_assigned"]
+
+
+# --- The nightly audit: recent every night, all history weekly ---------------------------------
+
+
+@pytest.fixture
+def nights(run, pool):
+    """nights(n): the next n nights, each a redemption then the nightly task at 03:30 UTC, as
+    beat runs it; returns the scope of each night's audit run."""
+    first = (timezone.now() + dt.timedelta(days=1)).replace(
+        hour=3, minute=30, second=0, microsecond=0
+    )
+    done = 0
+
+    def nights(count: int) -> list[str]:
+        nonlocal done
+        scopes = []
+        for night in range(done, done + count):
+            with time_machine.travel(first + dt.timedelta(days=night), tick=False):
+                redeem(pool, 1)
+                run(ledger_audit_nightly)
+            scopes.append(AuditRun.objects.order_by("-started_at", "-id").first().scope)
+        done += count
+        return scopes
+
+    return nights
+
+
+def test_the_nightly_audit_proves_all_history_once_a_week(organization, nights):
+    grant(organization, 100)
+    # The first night has no good full run: full. The second has no checkpoint yet (one
+    # good run: no overlap to be had), so it proves all history too, and counts as the
+    # week's full run. Then recent nights, and a full run every 7 days after that one.
+    assert nights(16) == (["full", "full"] + ["recent"] * 6 + ["full"] + ["recent"] * 6 + ["full"])
+    assert not AuditRun.objects.filter(finished_at__isnull=True).exists()
+
+
+def test_a_full_run_that_found_problems_runs_again_the_next_night(
+    organization, other_organization, nights
+):
+    UserFactory(is_staff=True)
+    grant(organization, 100)
+    grant(other_organization, 5)
+    assert nights(9)[-1] == "full"
+    # A total of an organization that no entry touches from now on: only full runs see it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE credits_dailytotal SET gained = gained + 1 WHERE organization_id = %s",
+            [other_organization.pk],
+        )
+    assert nights(6) == ["recent"] * 6 and mail.outbox == []
+    assert nights(2) == ["full", "full"]  # found, and looked for again until put right
+    assert len(mail.outbox) == 2
+    assert "daily total differs from its entries" in mail.outbox[-1].body
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE credits_dailytotal SET gained = gained - 1 WHERE organization_id = %s",
+            [other_organization.pk],
+        )
+    assert nights(2) == ["full", "recent"]
+    assert len(mail.outbox) == 2
+
+
+# --- Expiry reminders read live holdings (more in tests/credits/test_reminders.py) -------------
+
+
+def test_a_reminder_counts_what_is_left_of_a_lot_across_accounts(organization, admin, pool, run):
+    lot = grant(organization, 10, expires_at=timezone.now() + dt.timedelta(days=5))
+    course = services.course_account(organization=organization, course=CourseFactory())
+    services.credits_transfer(source=pool, destination=course, quantity=10, idempotency_key="c")
+    redeem(course, 4)
+    # The pool's holding of the lot is empty now (not live); the course holds 6 of it.
+    assert lot.holdings.get(account=pool).live is False
+    local_morning = timezone.now().astimezone(zoneinfo.ZoneInfo(organization.time_zone))
+    local_morning = local_morning.replace(hour=9) if local_morning.hour < 9 else local_morning
+    with time_machine.travel(local_morning, tick=False):
+        assert run(alerts.expiry_reminders_send) == 1
+    assert mail.outbox[0].subject.startswith("6 credits expire")
