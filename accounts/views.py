@@ -6,8 +6,8 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from credits import forecast as credit_forecast
 from credits import selectors as credit_selectors
-from credits.forecast import forecast
 from training.invitations.selectors import managed_courses
 from training.learner import selectors as learner_selectors
 
@@ -49,10 +49,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.membership.is_admin:
         organization = request.organization
         balance = credit_selectors.organization_balance(organization=organization)
+        # Beat computes the forecast hourly; the page reads what it stored. Before the
+        # first run the page says it is being prepared and asks for one refresh.
+        forecast = credit_forecast.stored_forecast(organization=organization)
+        if forecast is None:
+            credit_forecast.forecast_refresh_request(organization_id=organization.pk)
         context = {
             "balance": balance,
             "low_balance": balance.available < organization.low_balance_threshold,
-            "forecast": forecast(organization=organization),
+            "forecast": forecast,
         }
     elif request.membership.role == Membership.Role.MANAGER:
         context = {"managed": managed_courses(organization=request.organization, user=request.user)}

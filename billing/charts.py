@@ -4,10 +4,8 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 
-from django.utils import timezone
-
 from accounts.models import Organization
-from credits.selectors import MonthFlow, monthly_flows
+from credits.usage import MonthFlow, monthly_flows
 
 WIDTH, HEIGHT, PAD = 720, 240, 28
 # Room on the left for the value axis's numbers and its title.
@@ -31,9 +29,8 @@ def organization_monthly_bars(
     """The Billing page's chart: months are the organization's calendar months, whoever
     looks (a viewer's own time zone would move a purchase made late on the 31st into
     another month than the one its overage and invoices belong to)."""
-    # `monthly_flows` groups by the active zone, which the request set to the viewer's.
-    with timezone.override(zoneinfo.ZoneInfo(organization.time_zone)):
-        return monthly_bars(monthly_flows(organization=organization, now=now))
+    zone = zoneinfo.ZoneInfo(organization.time_zone)
+    return monthly_bars(monthly_flows(organization=organization, now=now, zone=zone))
 
 
 def monthly_bars(flows: list[MonthFlow]) -> dict:

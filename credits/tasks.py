@@ -7,7 +7,7 @@ import time
 from celery import shared_task
 from django.conf import settings
 
-from . import alerts, services
+from . import alerts, forecast, services
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +66,18 @@ def expiry_reminders() -> int:
 @shared_task
 def ledger_audit_nightly() -> bool:
     return alerts.nightly_audit()
+
+
+@shared_task
+def forecasts_refresh() -> int:
+    """Beat's hourly run: one forecast_refresh per organization whose forecast can change."""
+    organization_ids = forecast.organizations_to_refresh()
+    for queued, organization_id in enumerate(organization_ids):
+        if not _queue(forecast_refresh, organization_id):
+            return queued  # the broker is gone: the next hourly run queues them all again
+    return len(organization_ids)
+
+
+@shared_task
+def forecast_refresh(organization_id: int) -> bool:
+    return forecast.forecast_refresh(organization_id=organization_id) is not None

@@ -4,10 +4,14 @@ credits (not only by email); managers see their own courses, credits and learner
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from credits import services as ledger
+from credits import tasks as credit_tasks
+from credits.models import StoredForecast
 from tests.catalog.factories import LevelFactory
 from tests.credits.factories import grant, hold
 from tests.training.factories import plan_with
@@ -100,3 +104,97 @@ def test_managers_see_who_is_behind_two_weeks_after_joining(
     page = _dashboard(manager_client)
     assert 'data-testid="managed-behind">1<' in page
     assert "1 learner joined two weeks ago or more and is not half way yet." in page
+
+
+# --- The forecast: what beat stored, never computed by the page -----------------------------
+
+
+def _stored_forecast(organization, **fields):
+    values = {
+        "computed_at": dt.datetime(2026, 7, 1, 14, 35, tzinfo=dt.UTC),
+        "enough_history": True,
+        "daily_rate": 2.5,
+        "runs_out_on": dt.date(2026, 9, 3),
+        "expires_unused": 12,
+        "points": [["2026-07-01", 200], ["2026-07-08", 182], ["2026-07-15", 0]],
+    }
+    return StoredForecast.objects.create(organization=organization, **{**values, **fields})
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The refreshes the dashboard queues, kept instead of run (tests run tasks eagerly)."""
+    calls = []
+    monkeypatch.setattr(credit_tasks.forecast_refresh, "delay", calls.append)
+    return calls
+
+
+def test_admins_see_the_stored_forecast_and_when_it_was_computed(
+    admin_client, organization, queued
+):
+    # The ledger says nothing of this: what shows is the stored row, read in one query.
+    _stored_forecast(organization)
+    with CaptureQueriesContext(connection) as queries:
+        page = _dashboard(admin_client)
+    assert "At this rate (2.5 credits a day over the last 90 days)" in page
+    assert "your credits run out on <strong>Sep 3, 2026</strong>" in page
+    assert "<strong>12</strong> credits expire unused before then" in page
+    assert 'points="0.0,0.0 300.0,10.8 600.0,120.0"' in page
+    # 14:35 UTC in the admin's zone (the organization's, New York).
+    assert "Updated hourly, last on Jul 1, 2026, 10:35 AM (America/New_York)." in page
+    assert "Its days are" not in page
+    forecast_reads = [q["sql"] for q in queries if "credits_storedforecast" in q["sql"]]
+    assert len(forecast_reads) == 1
+    assert not [q["sql"] for q in queries if "credits_ledgerentry" in q["sql"]]
+    assert not [q["sql"] for q in queries if "credits_dailytotal" in q["sql"]]
+    assert queued == []
+
+
+def test_the_time_is_the_viewers_and_the_days_are_said_to_be_the_organizations(
+    admin_client, admin, organization, queued
+):
+    admin.time_zone = "Asia/Tokyo"
+    admin.save()
+    _stored_forecast(organization)
+    page = _dashboard(admin_client)
+    assert "last on Jul 1, 2026, 11:35 PM (Asia/Tokyo)." in page
+    assert "Its days are Acme Corp's (America/New_York)." in page
+
+
+def test_too_little_history_as_stored(admin_client, organization, queued):
+    _stored_forecast(organization, enough_history=False, runs_out_on=None, points=[])
+    page = _dashboard(admin_client)
+    assert "Too little history to forecast yet" in page
+    assert queued == []
+
+
+def test_without_a_stored_forecast_it_is_being_prepared_and_asked_for_once(
+    admin_client, organization, queued
+):
+    grant(organization, 10)
+    for _ in range(3):
+        page = _dashboard(admin_client)
+        assert "The forecast is being prepared. It is updated hourly" in page
+        assert 'data-testid="forecast"' not in page
+    assert queued == [organization.pk]
+    # Once the queued task has run, the page shows what it stored.
+    credit_tasks.forecast_refresh(organization.pk)
+    page = _dashboard(admin_client)
+    assert "being prepared" not in page and "Too little history to forecast yet" in page
+
+
+def test_being_prepared_while_the_broker_is_down(admin_client, organization, monkeypatch):
+    def broker_gone(organization_id):
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr(credit_tasks.forecast_refresh, "delay", broker_gone)
+    response = admin_client.get(reverse("dashboard"))
+    assert response.status_code == 200
+    assert "The forecast is being prepared" in response.content.decode()
+    assert not StoredForecast.objects.exists()
+
+
+def test_managers_and_learners_ask_for_no_forecast(manager_client, learner_client, queued):
+    _dashboard(manager_client)
+    _dashboard(learner_client)
+    assert queued == []

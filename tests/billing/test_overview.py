@@ -105,3 +105,23 @@ def test_a_paid_purchase_without_a_stripe_invoice_links_to_its_details(
     purchase = PurchaseFactory(organization=organization, status="paid")
     page = admin_client.get(reverse("billing:overview")).content.decode()
     assert f'<a href="{reverse("billing:purchase", args=[purchase.pk])}">Details</a>' in page
+
+
+def test_the_chart_splits_a_utc_day_at_the_organizations_month_boundary(
+    admin_client, admin, organization, prices
+):
+    """Read from the daily totals (credits.usage): November begins in New York at 04:00
+    UTC, inside a UTC day, and the months are the organization's whoever looks."""
+    admin.time_zone = "Asia/Tokyo"
+    admin.save()
+    november = dt.datetime(2026, 11, 1, tzinfo=zoneinfo.ZoneInfo(organization.time_zone))
+    with time_machine.travel(november - dt.timedelta(minutes=30), tick=False):
+        grant(organization, 40)  # 03:30 UTC on November 1: October's
+    with time_machine.travel(november + dt.timedelta(minutes=10), tick=False):
+        redeem(services.pool_account(organization=organization), 15)
+    with time_machine.travel(dt.datetime(2026, 11, 15, 12, tzinfo=dt.UTC)):
+        rows = admin_client.get(reverse("billing:overview")).context["chart"]["rows"]
+    assert rows[-2:] == [
+        {"month": dt.date(2026, 10, 1), "bought": 40, "used": 0, "expired": 0},
+        {"month": dt.date(2026, 11, 1), "bought": 0, "used": 15, "expired": 0},
+    ]

@@ -137,11 +137,14 @@ def test_balance_from_daily_totals_equals_the_sum_over_every_entry(organization,
         moments += [now, now + dt.timedelta(hours=2), expiry, now.replace(hour=0, minute=0)]
 
     def by_definition(at):
-        return LedgerEntry.objects.filter(
-            Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=at),
-            account=pool,
-            created_at__lt=at,
-        ).aggregate(total=Sum("quantity"))["total"] or 0
+        return (
+            LedgerEntry.objects.filter(
+                Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=at),
+                account=pool,
+                created_at__lt=at,
+            ).aggregate(total=Sum("quantity"))["total"]
+            or 0
+        )
 
     tick = dt.timedelta(microseconds=1)
     for moment in moments:

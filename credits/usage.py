@@ -1,0 +1,161 @@
+"""Credits bought, used and expired per calendar month, from the daily totals.
+
+Months are local to a time zone; `DailyTotal` days are UTC. A local month boundary falls
+inside a UTC day unless the zone's offset is a whole number of days (UTC itself), so each
+month is the UTC days wholly inside it, read from the daily totals, plus the part of each
+split day that belongs to it, read from the ledger: one UTC day of entries per boundary, by
+the transactions' (organization, created_at) index. Two queries, however long the history.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass
+from functools import reduce
+from operator import or_
+
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce, TruncMonth
+from django.utils import timezone
+
+from accounts.models import Organization
+
+from .models import DailyTotal, LedgerEntry
+
+BOUGHT_KINDS = ("grant", "adjust")  # their gains
+USED_KINDS = ("redeem", "capture", "adjust")  # their losses
+# A reversal gives use back: all its entries count against what was used.
+REVERSE_KIND = "reverse"
+# A restoration gives a revocation back: it counts against what was revoked.
+EXPIRED_KINDS = ("expire", "revoke", "restore")
+COUNTED_KINDS = (*BOUGHT_KINDS, *USED_KINDS, REVERSE_KIND, *EXPIRED_KINDS)
+
+
+@dataclass(frozen=True)
+class MonthFlow:
+    month: dt.date
+    bought: int
+    used: int
+    expired: int
+
+
+def monthly_flows(
+    *,
+    organization: Organization,
+    months: int = 12,
+    now: dt.datetime | None = None,
+    zone: dt.tzinfo | None = None,
+) -> list[MonthFlow]:
+    """Credits bought, used and expired in each of the last `months` calendar months of
+    `zone` (the active time zone unless given), oldest first, months with no movement
+    included. The current month counts all of its entries, as the entry-by-entry
+    grouping does."""
+    if months < 1:
+        return []
+    zone = zone or timezone.get_current_timezone()
+    now = (now or timezone.now()).astimezone(zone)
+    first = now.year * 12 + now.month - 1 - (months - 1)
+    firsts = [dt.date(index // 12, index % 12 + 1, 1) for index in range(first, first + months + 1)]
+    # Each month is [bounds[i], bounds[i + 1]): local midnight on its first day. A midnight
+    # that a daylight-saving change skips reads with the offset before it, which is the
+    # instant the day begins.
+    bounds = [dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC) for day in firsts]
+    split = sorted({bound.date() for bound in bounds if bound.time() != dt.time()})
+
+    totals = {month: [0, 0, 0] for month in firsts[:-1]}
+
+    def add(month: dt.date, bought: int, used: int, expired: int) -> None:
+        figures = totals[month]
+        figures[0] += bought
+        figures[1] += used
+        figures[2] += expired
+
+    whole_from = _ceil_day(bounds[0])
+    whole_to = bounds[-1].date()  # exclusive: the day the last month ends in, or after it
+    days = (
+        DailyTotal.objects.filter(
+            organization_id=organization.pk,
+            day__gte=whole_from,
+            day__lt=whole_to,
+            kind__in=COUNTED_KINDS,
+        )
+        .exclude(day__in=split)
+        .values("day")
+        .annotate(**_day_sums())
+        .values_list("day", "bought", "used", "expired")
+    )
+    for day, bought, used, expired in days:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        add(firsts[bisect.bisect_right(bounds, start) - 1], bought, used, expired)
+
+    if split:
+        # The split days' entries, grouped by local month exactly as the ledger's own
+        # grouping would: entries before the first month or after the last are left out.
+        ranges = []
+        for day in split:
+            day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+            start = max(day_start, bounds[0])
+            end = min(day_start + dt.timedelta(days=1), bounds[-1])
+            ranges.append(
+                Q(
+                    transaction__created_at__gte=start,
+                    transaction__created_at__lt=end,
+                    created_at__gte=start,
+                    created_at__lt=end,
+                )
+            )
+        entries = (
+            LedgerEntry.objects.filter(
+                reduce(or_, ranges),
+                transaction__organization_id=organization.pk,
+                transaction__kind__in=COUNTED_KINDS,
+            )
+            .annotate(month=TruncMonth("created_at", tzinfo=zone))
+            .values("month")
+            .annotate(**_entry_sums())
+            .values_list("month", "bought", "used", "expired")
+        )
+        for month, bought, used, expired in entries:
+            if month.date() in totals:
+                add(month.date(), bought, used, expired)
+
+    return [
+        MonthFlow(month, bought, -used, -expired)
+        for month, (bought, used, expired) in totals.items()
+    ]
+
+
+def _ceil_day(instant: dt.datetime) -> dt.date:
+    """The first UTC day that starts at or after `instant`."""
+    day = instant.date()
+    return day if instant.time() == dt.time() else day + dt.timedelta(days=1)
+
+
+def _day_sums() -> dict:
+    """bought, used (negative) and expired (negative) of daily totals rows."""
+    both = F("gained") + F("lost")
+    return {
+        "bought": Coalesce(Sum("gained", filter=Q(kind__in=BOUGHT_KINDS)), 0),
+        "used": Coalesce(Sum("lost", filter=Q(kind__in=USED_KINDS)), 0)
+        + Coalesce(Sum(both, filter=Q(kind=REVERSE_KIND)), 0),
+        "expired": Coalesce(Sum(both, filter=Q(kind__in=EXPIRED_KINDS)), 0),
+    }
+
+
+def _entry_sums() -> dict:
+    """The same figures of ledger entries (gains and losses told apart by their sign)."""
+    return {
+        "bought": Coalesce(
+            Sum("quantity", filter=Q(transaction__kind__in=BOUGHT_KINDS, quantity__gt=0)), 0
+        ),
+        "used": Coalesce(
+            Sum(
+                "quantity",
+                filter=Q(transaction__kind__in=USED_KINDS, quantity__lt=0)
+                | Q(transaction__kind=REVERSE_KIND),
+            ),
+            0,
+        ),
+        "expired": Coalesce(Sum("quantity", filter=Q(transaction__kind__in=EXPIRED_KINDS)), 0),
+    }
