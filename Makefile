@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 # (from the environment, then .env, then defaults) for Django and Celery as well. Without
 # DATABASE_URL / REDIS_URL, the project starts and uses its own servers (scripts/services.sh).
 # Make's command-line variables (`make run PORT=8123`) are passed on explicitly.
-SERVER_VARS := DATABASE_URL REDIS_URL LOCAL_PG_PORT LOCAL_REDIS_PORT PORT SITE_URL APT_LOCK_WAIT
+SERVER_VARS := DATABASE_URL DATABASE_REPLICA_URL REDIS_URL LOCAL_PG_PORT LOCAL_PG_REPLICA_PORT \
+	LOCAL_REDIS_PORT PORT SITE_URL APT_LOCK_WAIT
 SERVERS := $(shell $(foreach v,$(SERVER_VARS),$(v)='$($(v))') $(PYTHON) config/servers.py)
 ifneq ($(.SHELLSTATUS),0)
 $(error config/servers.py could not derive the server settings (see above))
@@ -23,7 +24,7 @@ help:
 	@echo "make test     everything the tests need, then ruff and the whole test suite"
 	@echo "make bench    benchmarks, one JSON line each"
 	@echo "make screenshots  every page at 1280 and 390 px, into screenshots/"
-	@echo "make services start (or reuse) the local PostgreSQL and Redis;  make stop  stops them"
+	@echo "make services start (or reuse) the local PostgreSQL and Redis;  make stop  stops them (and the replica)"
 	@echo "make lock     relock requirements/ after editing pyproject.toml (ARGS=\"--upgrade-package NAME\")"
 
 # The virtualenv is rebuilt only when a lock file changes. dev.txt is runtime.txt plus the dev
@@ -59,8 +60,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The local streaming replica is for tests/config/test_replica.py, which finds it by its port.
 test: venv services
 	@scripts/services.sh browser
+	@scripts/services.sh replica
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest

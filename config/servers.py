@@ -8,7 +8,10 @@ them. Standard library only, for that reason.
 Precedence, as in django-environ: the process environment, then `.env`, then the defaults
 (an empty value counts as unset).
 An explicit `DATABASE_URL` / `REDIS_URL` means "use that server": the matching local one is
-then neither started nor used.
+then neither started nor used. `DATABASE_REPLICA_URL` names a streaming read replica of the
+`DATABASE_URL` server; without it the replica is that same server (`config/db_router.py` then
+keeps every read on the primary). The local replica that `make test` starts for
+`tests/config/test_replica.py` listens on `LOCAL_PG_REPLICA_PORT` (default: the next port).
 """
 
 from __future__ import annotations
@@ -47,10 +50,10 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
-def _port(values: Mapping[str, str], name: str) -> int:
+def _port(values: Mapping[str, str], name: str, default: int | None = None) -> int:
     raw = (values.get(name) or "").strip()
     if not raw:
-        return DEFAULTS[name]
+        return DEFAULTS[name] if default is None else default
     try:
         port = int(raw)
     except ValueError:
@@ -74,15 +77,26 @@ def derive(values: Mapping[str, str]) -> dict[str, str]:
     pg_port = _port(values, "LOCAL_PG_PORT")
     redis_port = _port(values, "LOCAL_REDIS_PORT")
     web_port = _port(values, "PORT")
+    replica_port = _port(values, "LOCAL_PG_REPLICA_PORT", pg_port + 1)
+    if replica_port > 65535:
+        raise ServerSettingError(
+            f"LOCAL_PG_PORT={pg_port} leaves no next port for the local replica: "
+            "set LOCAL_PG_REPLICA_PORT"
+        )
     database_url = (values.get("DATABASE_URL") or "").strip()
     redis_url = (values.get("REDIS_URL") or "").strip()
+    local_database_url = f"postgres://{LOCAL_DATABASE}@127.0.0.1:{pg_port}/{LOCAL_DATABASE}"
     return {
-        "DATABASE_URL": database_url
-        or f"postgres://{LOCAL_DATABASE}@127.0.0.1:{pg_port}/{LOCAL_DATABASE}",
+        "DATABASE_URL": database_url or local_database_url,
+        # Blank: the primary itself, so that "replica" always names a database.
+        "DATABASE_REPLICA_URL": (values.get("DATABASE_REPLICA_URL") or "").strip()
+        or database_url
+        or local_database_url,
         "REDIS_URL": redis_url or f"redis://127.0.0.1:{redis_port}/0",
         "USE_LOCAL_PG": "0" if database_url else "1",
         "USE_LOCAL_REDIS": "0" if redis_url else "1",
         "LOCAL_PG_PORT": str(pg_port),
+        "LOCAL_PG_REPLICA_PORT": str(replica_port),
         "LOCAL_REDIS_PORT": str(redis_port),
         "PORT": str(web_port),
         "SITE_URL": (values.get("SITE_URL") or "").strip() or f"http://127.0.0.1:{web_port}",

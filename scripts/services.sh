@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start, stop or inspect the project's own PostgreSQL and Redis, bound to loopback,
 # with their data under .local/ (git-ignored). Used by `make services|stop|run|test`.
+# `replica` also starts a streaming read replica of that PostgreSQL (`make test` does, for
+# tests/config/test_replica.py); `stop` stops it too.
 #
 # DATABASE_URL / REDIS_URL, when set by the caller, mean "use that server": the matching
 # local service is then neither installed nor started (the Makefile passes USE_LOCAL_*).
@@ -9,6 +11,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOCAL="$ROOT/.local"
 PG_PORT=${LOCAL_PG_PORT:-54329}
+PG_REPLICA_PORT=${LOCAL_PG_REPLICA_PORT:-$((PG_PORT + 1))}
+# A standby refuses to start with fewer connections than its primary allows.
+PG_MAX_CONNECTIONS=200
+# The role the replica streams as: it may replicate, and log in to nothing else.
+PG_REPLICATION_ROLE=credits_replication
 REDIS_PORT=${LOCAL_REDIS_PORT:-63799}
 USE_LOCAL_PG=${USE_LOCAL_PG:-1}
 USE_LOCAL_REDIS=${USE_LOCAL_REDIS:-1}
@@ -126,7 +133,7 @@ pg_start() {
   else
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     if ! as_pg "$bin/pg_ctl" -D "$data" -l "$home/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $home/run -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $home/run -c max_connections=$PG_MAX_CONNECTIONS" \
       start >/dev/null; then
       tail -n 5 "$home/server.log" >&2
       log "PostgreSQL did not start (port $PG_PORT taken? set LOCAL_PG_PORT)"
@@ -139,6 +146,116 @@ pg_start() {
   fi
   if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='credits'")" != 1 ]; then
     "${psql[@]}" -c "CREATE DATABASE credits OWNER credits"
+  fi
+  pg_allow_replication "${psql[@]}"
+}
+
+# Let a streaming replica connect from loopback, as a role that can do nothing else.
+# Idempotent and without a restart, so a cluster initialised before the replica existed gets
+# it on its next start: a role is created and, if missing, a pg_hba.conf line added and
+# reloaded (initdb --auth=trust already allows replication from 127.0.0.1 to every role).
+pg_allow_replication() {
+  local psql=("$@") hba
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='$PG_REPLICATION_ROLE'")" != 1 ]; then
+    "${psql[@]}" -c "CREATE ROLE $PG_REPLICATION_ROLE LOGIN REPLICATION"
+  fi
+  hba=$("${psql[@]}" -c "SHOW hba_file")
+  if ! as_pg grep -Eq "^[[:space:]]*host[[:space:]]+replication[[:space:]]+(all|$PG_REPLICATION_ROLE)[[:space:]]+127\.0\.0\.1/32[[:space:]]" "$hba"; then
+    log "allowing replication by $PG_REPLICATION_ROLE from 127.0.0.1 in $hba"
+    printf 'host replication %s 127.0.0.1/32 trust\n' "$PG_REPLICATION_ROLE" | as_pg tee -a "$hba" >/dev/null
+    "${psql[@]}" -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+}
+
+# The replica: a physical copy of the whole cluster (every database, test databases
+# included) made by pg_basebackup -R, then kept up to date by streaming, read-only. Its data
+# is beside the primary's, in $(pg_home)/replica. No replication slot: a replica that was
+# stopped never makes the primary keep WAL; one that fell too far behind is copied again.
+pg_replica_start() {
+  local bin home data
+  bin=$(pg_bindir)
+  # PostgreSQL's defaults (wal_level=replica, max_wal_senders=10) allow it; changing either
+  # needs a restart of the primary, which this script never does by itself.
+  local psql=("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtA)
+  if [ "$("${psql[@]}" -c "SELECT current_setting('wal_level') <> 'minimal' AND current_setting('max_wal_senders')::int > 0")" != t ]; then
+    log "the PostgreSQL on 127.0.0.1:$PG_PORT cannot stream to a replica (wal_level=minimal or"
+    log "max_wal_senders=0): set wal_level=replica and max_wal_senders=10, then restart it"
+    exit 1
+  fi
+  home="$(pg_home)/replica"
+  data="$home/data"
+  mkdir -p "$home/run"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$home"; fi
+  [ -f "$data/PG_VERSION" ] || pg_replica_clone "$bin" "$data"
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "PostgreSQL replica already running on 127.0.0.1:$PG_REPLICA_PORT"
+  elif "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_REPLICA_PORT" -t 2 || [ $? = 1 ]; then
+    log "port $PG_REPLICA_PORT is taken by another server: stop it, or set LOCAL_PG_REPLICA_PORT"
+    exit 1
+  elif ! pg_replica_run "$bin" "$home"; then
+    log "the replica did not start; copying it again"
+    pg_replica_clone "$bin" "$data"
+    pg_replica_run "$bin" "$home" || pg_replica_failed "$home"
+  fi
+  # A replica stopped for a while may need WAL the primary has recycled since (or belong to
+  # a cluster that was initialised again): it never catches up, so copy it again, once.
+  if ! pg_replica_streaming; then
+    log "the replica does not stream from the primary; copying it again"
+    pg_replica_clone "$bin" "$data"
+    { pg_replica_run "$bin" "$home" && pg_replica_streaming; } || pg_replica_failed "$home"
+  fi
+}
+
+# A fresh copy of the primary, replacing (and first stopping) any earlier one.
+pg_replica_clone() {
+  local bin=$1 data=$2
+  case "$data" in */replica/data) ;; *) log "refusing to replace $data"; exit 1 ;; esac
+  if [ -f "$data/PG_VERSION" ]; then
+    as_pg "$bin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  as_pg rm -rf "$data"
+  log "copying the primary into $data (pg_basebackup -R)"
+  if ! as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_REPLICATION_ROLE" \
+    -D "$data" -R -X stream -c fast --no-password; then
+    log "pg_basebackup failed"
+    exit 1
+  fi
+}
+
+pg_replica_run() {
+  local bin=$1 home=$2
+  log "starting the PostgreSQL replica on 127.0.0.1:$PG_REPLICA_PORT"
+  as_pg "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_REPLICA_PORT -k $home/run -c max_connections=$PG_MAX_CONNECTIONS -c hot_standby=on" \
+    start >/dev/null
+}
+
+# Up to 20 s for its WAL receiver to say it is streaming.
+pg_replica_streaming() {
+  local status
+  for _ in $(seq 100); do
+    status=$("$(pg_bindir)/psql" -h 127.0.0.1 -p "$PG_REPLICA_PORT" -U postgres -qtA \
+      -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null || true)
+    [ "$status" = streaming ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+pg_replica_failed() {
+  tail -n 5 "$1/server.log" >&2 || true
+  log "the PostgreSQL replica did not start streaming (see $1/server.log)"
+  exit 1
+}
+
+pg_replica_stop() {
+  local bin data
+  bin=$(pg_bindir)
+  data="$(pg_home)/replica/data"
+  if [ -n "$bin" ] && [ -f "$data/PG_VERSION" ]; then
+    if as_pg "$bin/pg_ctl" -D "$data" -m fast stop >/dev/null 2>&1; then
+      log "PostgreSQL replica stopped (its data stays in $data)"
+    fi
   fi
 }
 
@@ -197,12 +314,21 @@ case "${1:-start}" in
     if [ "$USE_LOCAL_PG" = 1 ]; then pg_start; fi
     if [ "$USE_LOCAL_REDIS" = 1 ]; then redis_start; fi
     ;;
+  replica)
+    if [ "$USE_LOCAL_PG" = 1 ]; then
+      pg_start
+      pg_replica_start
+    else
+      log "DATABASE_URL names another server: no local replica (DATABASE_REPLICA_URL names yours)"
+    fi
+    ;;
   stop)
+    pg_replica_stop
     pg_stop
     redis_stop
     ;;
   browser) browser ;;
   pg-home) pg_home ;;
   apt-wait) apt_wait_for_locks ;;
-  *) echo "usage: $0 start|stop|browser|pg-home|apt-wait" >&2; exit 2 ;;
+  *) echo "usage: $0 start|replica|stop|browser|pg-home|apt-wait" >&2; exit 2 ;;
 esac

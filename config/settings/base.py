@@ -113,11 +113,19 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db_url_config(SERVERS["DATABASE_URL"])}
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
-# A persistent connection that PostgreSQL closed (a restart, a failover) is found out at the
-# start of the next request and replaced, instead of failing that request.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# "replica" is a streaming read replica of default's server when DATABASE_REPLICA_URL names
+# one, else that same server: code may always name it. Only reads run inside
+# config.db_router.replica_reads() go there, and only when it is another server.
+DATABASES = {
+    "default": env.db_url_config(SERVERS["DATABASE_URL"]),
+    "replica": env.db_url_config(SERVERS["DATABASE_REPLICA_URL"]),
+}
+DATABASE_ROUTERS = ["config.db_router.PrimaryReplicaRouter"]
+for _database in DATABASES.values():
+    _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
+    # A persistent connection that PostgreSQL closed (a restart, a failover) is found out at
+    # the start of the next request and replaced, instead of failing that request.
+    _database["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = SERVERS["REDIS_URL"]
@@ -269,6 +277,11 @@ CELERY_BEAT_SCHEDULE: dict = {
     "expiry-reminders-hourly": {
         "task": "credits.tasks.expiry_reminders",
         "schedule": crontab(minute="25"),
+    },
+    # The dashboard's forecast (credits.forecast), stored so the page reads one row.
+    "forecasts-refresh-hourly": {
+        "task": "credits.tasks.forecasts_refresh",
+        "schedule": crontab(minute="35"),
     },
     "ledger-audit-nightly": {
         "task": "credits.tasks.ledger_audit_nightly",

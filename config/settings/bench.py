@@ -19,6 +19,8 @@ if DATABASES["default"]["NAME"] == _BENCH_DATABASE:
         "the benchmarks drop and recreate it on every run."
     )
 DATABASES["default"]["NAME"] = _BENCH_DATABASE
+# A physical replica holds every database of its primary's server, this one included.
+DATABASES["replica"]["NAME"] = _BENCH_DATABASE
 LOG_LEVEL = "WARNING"
 
 # The benchmark users (bench/big_org.py) log in with a known password: a cheap hasher, so

@@ -26,9 +26,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)  # noqa: F405
-# Persistent connections outlive a PostgreSQL restart only if each request checks its own
-# first (also set in base.py; repeated here beside the setting that needs it).
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
+for _database in DATABASES.values():  # noqa: F405 - default and replica
+    _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+    # Persistent connections outlive a PostgreSQL restart only if each request checks its
+    # own first (also set in base.py; repeated here beside the setting that needs it).
+    _database["CONN_HEALTH_CHECKS"] = True
 # Behind the proxy, the client address for rate limiting comes from its header.
 RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="REMOTE_ADDR")

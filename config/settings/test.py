@@ -9,7 +9,15 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret-" + "x" * 40)
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from .base import *  # noqa: F403
-from .base import CACHES, REDIS_URL, env
+from .base import CACHES, DATABASES, REDIS_URL, env
+
+# "replica" is default's own server and, once pytest-django has made it, default's test
+# database: Django's test mirror, never created or migrated itself (`TEST: MIRROR`). On the
+# same server, config/db_router.py keeps reads inside replica_reads() on default, so they see
+# what a test wrote in its transaction. A real streaming replica (DATABASE_REPLICA_URL, or
+# the local one on LOCAL_PG_REPLICA_PORT) is used by tests/config/test_replica.py alone,
+# which points this alias at it for its own run.
+DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
 # Tests never share Redis keys with a running `make run` on the same server.
 _redis = urlsplit(env.str("TEST_REDIS_URL", default=REDIS_URL))

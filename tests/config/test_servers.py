@@ -46,6 +46,23 @@ def test_given_urls_win_and_no_local_server_is_used():
     assert (derived["USE_LOCAL_PG"], derived["USE_LOCAL_REDIS"]) == ("0", "0")
 
 
+def test_the_replica_is_the_primary_unless_given_and_the_local_one_takes_the_next_port():
+    derived = servers.derive({"LOCAL_PG_PORT": "55123"})
+    assert derived["DATABASE_REPLICA_URL"] == derived["DATABASE_URL"]
+    assert derived["LOCAL_PG_REPLICA_PORT"] == "55124"
+    given = servers.derive(
+        {
+            "DATABASE_URL": "postgres://app@db.internal:5432/app",
+            "DATABASE_REPLICA_URL": "postgres://app@db-replica.internal:5432/app",
+            "LOCAL_PG_REPLICA_PORT": "55200",
+        }
+    )
+    assert given["DATABASE_REPLICA_URL"] == "postgres://app@db-replica.internal:5432/app"
+    assert given["LOCAL_PG_REPLICA_PORT"] == "55200"
+    with pytest.raises(servers.ServerSettingError, match="LOCAL_PG_REPLICA_PORT"):
+        servers.derive({"LOCAL_PG_PORT": "65535"})
+
+
 def test_port_moves_the_site_url_unless_the_site_url_is_given():
     assert servers.derive({"PORT": "8123"})["SITE_URL"] == "http://127.0.0.1:8123"
     given = {"PORT": "8123", "SITE_URL": "https://credits.example.com"}
