@@ -1,9 +1,11 @@
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from billing.overage import policy_refusal as overage_policy_refusal
-from config.admin import OwnerFixedAdmin, OwnerFixedInlineForm
+from config.admin import LargeTableAdmin, OwnerFixedAdmin, OwnerFixedInlineForm, organization_filter
 
 from .models import Membership, Organization, User
 
@@ -21,7 +23,8 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(LargeTableAdmin, BaseUserAdmin):
+    # Every member of every organization: a big table. Email is unique, hence indexed.
     ordering = ["email"]
     list_display = ["email", "first_name", "last_name", "is_staff", "is_active", "last_login"]
     list_filter = ["is_staff", "is_active", "memberships__role"]
@@ -61,21 +64,35 @@ class OrganizationAdminForm(forms.ModelForm):
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     form = OrganizationAdminForm
-    list_display = ["name", "slug", "currency", "redemption_point", "when_short", "time_zone"]
+    list_display = [
+        "name", "slug", "currency", "redemption_point", "when_short", "time_zone", "ledger",
+    ]  # fmt: skip
     list_filter = ["redemption_point", "when_short", "currency"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["created_at"]
     inlines = [MembershipInline]
 
+    @admin.display(description="Ledger")
+    def ledger(self, organization: Organization):
+        """The way into this organization's ledger lists, whose organization filter lists no
+        organizations (config.admin.organization_filter)."""
+        query = f"?organization={organization.pk}"
+        return format_html(
+            '<a href="{}">transactions</a> · <a href="{}">lots</a> · <a href="{}">plans</a>',
+            reverse("admin:credits_ledgertransaction_changelist") + query,
+            reverse("admin:credits_lot_changelist") + query,
+            reverse("admin:training_trainingplan_changelist") + query,
+        )
+
 
 @admin.register(Membership)
-class MembershipAdmin(OwnerFixedAdmin):
+class MembershipAdmin(LargeTableAdmin, OwnerFixedAdmin):
     """A membership's person and organization are fixed once it exists; its role is not."""
 
     fixed_after_add = ("user", "organization")
     list_display = ["user", "organization", "role", "created_at"]
-    list_filter = ["role", "organization"]
+    list_filter = ["role", organization_filter()]
     search_fields = ["user__email", "organization__name"]
     autocomplete_fields = ["user", "organization"]
     list_select_related = ["user", "organization"]

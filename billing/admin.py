@@ -1,6 +1,11 @@
 from django.contrib import admin, messages
 
-from config.admin import ReadOnlyAdmin
+from config.admin import (
+    LargeTableAdmin,
+    ReadOnlyAdmin,
+    organization_filter,
+    recent_values_filter,
+)
 
 from . import webhooks
 from .models import (
@@ -40,6 +45,7 @@ class CreditPackageAdmin(admin.ModelAdmin):
     list_display = ["name", "credits", "price_minor", "price_list", "active"]
     list_filter = ["active", "price_list"]
     search_fields = ["name"]
+    list_select_related = ["price_list"]
 
 
 @admin.register(VolumeTier)
@@ -47,36 +53,44 @@ class VolumeTierAdmin(admin.ModelAdmin):
     list_display = ["price_list", "min_quantity", "unit_price_minor"]
     list_filter = ["price_list"]
     search_fields = ["price_list__currency"]
+    list_select_related = ["price_list"]
+
+
+# Price lists, packages, tiers and subscription plans are the platform's own short
+# catalogue. Everything below them grows with the organizations' history: LargeTableAdmin
+# (config/admin.py says what that keeps), and filters on plain columns offer the values of
+# recent rows instead of a DISTINCT over the table.
 
 
 @admin.register(StripeCustomer)
-class StripeCustomerAdmin(admin.ModelAdmin):
+class StripeCustomerAdmin(LargeTableAdmin):
     list_display = ["organization", "customer_id", "created_at"]
     search_fields = ["organization__name", "customer_id"]
     readonly_fields = ["organization", "customer_id", "created_at"]
+    list_select_related = ["organization"]
 
 
 @admin.register(Purchase)
-class PurchaseAdmin(ReadOnlyAdmin):
+class PurchaseAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Read-only: purchases change only through Stripe's events. No refund button: all sales
     are final (seed 000)."""
 
     list_display = ["id", "organization", "quantity", "amount_minor", "currency", "status"]
-    list_filter = ["status", "currency"]
+    list_filter = ["status", recent_values_filter("currency"), organization_filter()]
     search_fields = ["organization__name", "checkout_session_id", "payment_intent_id"]
     list_select_related = ["organization"]
 
 
 @admin.register(SubscriptionInvoice)
-class SubscriptionInvoiceAdmin(ReadOnlyAdmin):
+class SubscriptionInvoiceAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ["invoice_id", "subscription", "billing_reason", "status", "lot", "paid_at"]
-    list_filter = ["billing_reason", "status"]
+    list_filter = [recent_values_filter("billing_reason"), "status"]
     search_fields = ["invoice_id", "payment_reference", "subscription__stripe_subscription_id"]
     list_select_related = ["subscription__organization", "subscription__plan", "lot"]
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
+class PaymentAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Refunds of a payment as Stripe reported them, parked until the payment is known."""
 
     list_display = ["reference", "charge_id", "amount_minor", "refunded_minor", "refund_credits"]
@@ -84,15 +98,15 @@ class PaymentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Dispute)
-class DisputeAdmin(ReadOnlyAdmin):
+class DisputeAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ["dispute_id", "payment", "amount_minor", "currency", "status", "revocation"]
-    list_filter = ["status"]
+    list_filter = [recent_values_filter("status")]
     search_fields = ["dispute_id", "payment__reference"]
     list_select_related = ["payment", "revocation"]
 
 
 @admin.register(OverageInvoice)
-class OverageInvoiceAdmin(ReadOnlyAdmin):
+class OverageInvoiceAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Monthly overage invoices; `Payment failed` ones are shown to the admins too."""
 
     list_display = [
@@ -105,19 +119,19 @@ class OverageInvoiceAdmin(ReadOnlyAdmin):
         "failed_at",
         "stripe_invoice_id",
     ]
-    list_filter = ["status", "month"]
-    search_fields = ["organization__name", "stripe_invoice_id"]
+    list_filter = ["status", recent_values_filter("month"), organization_filter()]
+    search_fields = ["organization__name", "stripe_invoice_id", "month"]
     list_select_related = ["organization"]
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(ReadOnlyAdmin):
+class StripeEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Every Stripe event as it arrived, what became of it, and the error of one that could
     not be applied. Support fixes the cause (a plan's price id, a missing organization...),
     then runs "Process again"."""
 
     list_display = ["event_id", "type", "status", "attempts", "created", "processed_at"]
-    list_filter = ["status", "type"]
+    list_filter = ["status", recent_values_filter("type")]
     search_fields = ["event_id", "type", "last_error"]
     readonly_fields = [
         "event_id",
@@ -131,6 +145,11 @@ class StripeEventAdmin(ReadOnlyAdmin):
         "payload",
     ]
     actions = ["process_again"]
+
+    def get_queryset(self, request):
+        # A list of events needs none of their payloads (kilobytes each); the change page
+        # reads it when it shows it.
+        return super().get_queryset(request).defer("payload")
 
     @admin.action(description="Process again")
     def process_again(self, request, queryset):
@@ -161,7 +180,7 @@ class SubscriptionPlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReadOnlyAdmin):
+class SubscriptionAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Read-only: Stripe's events keep subscriptions in step."""
 
     list_display = [
@@ -172,6 +191,6 @@ class SubscriptionAdmin(ReadOnlyAdmin):
         "cancel_at_period_end",
         "current_period_end",
     ]
-    list_filter = ["status", "plan"]
+    list_filter = [recent_values_filter("status"), "plan", organization_filter()]
     search_fields = ["organization__name", "stripe_subscription_id"]
-    list_select_related = ["organization", "plan"]
+    list_select_related = ["organization", "plan", "pending_plan"]

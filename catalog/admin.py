@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from config.admin import OwnerFixedAdmin
+from config.admin import LargeTableAdmin, OwnerFixedAdmin, organization_filter
 
 from .models import CartLine, Course, Level
 
@@ -29,9 +29,13 @@ class LevelAdmin(OwnerFixedAdmin):
     list_select_related = ["course"]
 
 
+# Courses and levels are the platform's catalogue, a short list; carts belong to every admin
+# of every organization.
 @admin.register(CartLine)
-class CartLineAdmin(OwnerFixedAdmin):
+class CartLineAdmin(LargeTableAdmin, OwnerFixedAdmin):
     fixed_after_add = ("organization", "user")
     list_display = ["organization", "user", "level", "seats"]
+    list_filter = [organization_filter()]
     search_fields = ["organization__name", "user__email", "level__course__title"]
     list_select_related = ["organization", "user", "level__course"]
+    autocomplete_fields = ["organization", "user", "level"]

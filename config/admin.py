@@ -1,7 +1,11 @@
 """Admin helpers shared by the apps."""
 
+from functools import cached_property
+
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -46,3 +50,142 @@ class OwnerFixedInlineForm(forms.ModelForm):
             for name in self.fixed_after_add:
                 if name in self.fields:
                     self.fields[name].disabled = True
+
+
+# --- Lists over tables that grow with history ----------------------------------------------
+
+
+class CappedCountPaginator(Paginator):
+    """Counts the rows a list shows up to `cap`, never the whole table.
+
+    Django's paginator runs `SELECT COUNT(*)` over the list's query to number its pages: over
+    a big organization's ledger that reads millions of rows on every page. This counts at
+    most `cap + 1` rows (`COUNT(*)` over a `LIMIT`, ordering dropped), so the figure is exact
+    below the cap, filtered or not, and otherwise the list pages through its first `cap` rows
+    and says so (`CappedChangeList`); search or filters reach the rest.
+
+    Not an estimate from pg_class.reltuples: that is only the whole table's size, so a
+    filtered list (one organization's lots, one status) would still need a real count, and
+    even unfiltered it is only as fresh as the last ANALYZE, so the last pages it promises can
+    be empty, or rows past it unreachable. The cap also bounds the pages themselves: the
+    deepest one reads `cap` rows through its OFFSET, not the table."""
+
+    cap = 10_000
+    more = False  # whether rows past the cap exist; known once `count` was read
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if not hasattr(rows, "order_by"):
+            return super().count
+        counted = rows.order_by()[: self.cap + 1].count()
+        self.more = counted > self.cap
+        return min(counted, self.cap)
+
+
+class CappedChangeList(ChangeList):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self.paginator, "more", False):
+            # The page's heading, since the count beside the pages cannot say "at least".
+            self.title = (
+                f"{self.title} (the first {self.paginator.cap:,} in this order; "
+                "search or filter to reach the others)"
+            )
+
+
+class LargeTableAdmin(admin.ModelAdmin):
+    """For lists over tables that grow with history (ledger rows, holds, outbox messages,
+    Stripe events, plans and their people...): a page costs a page, however big the table.
+
+    Subclasses also keep to these, which a base class cannot do for them:
+    - `ordering` by an indexed column (`-id`), so a page is read from an index, not sorted;
+    - `list_select_related` for every foreign key shown;
+    - no `date_hierarchy` (it asks for the distinct dates of the whole list);
+    - `list_filter` choices that read no table: fixed choices, `organization_filter`,
+      `recent_values_filter`, never a related field's every row or a column's DISTINCT;
+    - `autocomplete_fields` or `raw_id_fields` for a foreign key input to a big table."""
+
+    paginator = CappedCountPaginator
+    # With filters or a search, Django counts the unfiltered table too, for "N total".
+    show_full_result_count = False
+    # Facets count every choice of every filter over the list.
+    show_facets = admin.ShowFacets.NEVER
+    ordering = ("-id",)
+
+    def get_changelist(self, request, **kwargs):
+        return CappedChangeList
+
+
+def organization_filter(path: str = "organization") -> type[admin.SimpleListFilter]:
+    """A list filter by organization that lists no organizations: it shows the one chosen
+    (reached from the organization's own admin page, or `?<path>=<id>`) with a way back to
+    all. Django's filter for a foreign key lists every organization there is.
+
+    The parameter is the path itself: Django admits a parameter through two relations
+    (`account__organization`) only when a list filter is named after it."""
+
+    class OrganizationFilter(admin.SimpleListFilter):
+        title = "organization"
+        parameter_name = path
+
+        def lookups(self, request, model_admin):
+            from accounts.models import Organization  # config/ imports no app at load time
+
+            value, chosen = self.value(), self._chosen()
+            if value is None:
+                return []
+            if chosen is None:
+                # Still listed, so that Django applies the filter (an empty list), rather
+                # than dropping it and listing everything.
+                return [(value, "(not an organization id)")]
+            name = Organization.objects.filter(pk=chosen).values_list("name", flat=True)
+            return [(value, name.first() or f"#{chosen} (no such organization)")]
+
+        def _chosen(self) -> int | None:
+            value = self.value()
+            # Anything else would fail in the query (an id is a positive bigint).
+            if value and value.isascii() and value.isdigit() and len(value) <= 18:
+                return int(value)
+            return None
+
+        def queryset(self, request, queryset):
+            if self.value() is None:
+                return queryset
+            chosen = self._chosen()
+            return queryset.filter(**{path: chosen if chosen is not None else 0})
+
+    return OrganizationFilter
+
+
+def recent_values_filter(field: str, *, recent: int = 5_000) -> type[admin.SimpleListFilter]:
+    """A list filter on a plain column (no choices) that offers the values found among the
+    newest `recent` rows (by id), instead of Django's DISTINCT over the whole table. An older
+    value is not offered but still filters by its URL (`?<field>=<value>`)."""
+
+    class RecentValuesFilter(admin.SimpleListFilter):
+        title = field.replace("_", " ")
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            model = model_admin.model
+            newest = model._default_manager.order_by("-pk").values_list("pk", flat=True)[:recent]
+            values = (
+                model._default_manager.filter(pk__in=newest)
+                .exclude(**{field: ""})
+                .order_by(field)
+                .values_list(field, flat=True)
+                .distinct()
+            )
+            return [(value, value) for value in values]
+
+        def queryset(self, request, queryset):
+            value = self.value()
+            if value is None:
+                return queryset
+            if "\x00" in value:
+                # PostgreSQL refuses NUL in text; no row holds one anyway.
+                return queryset.none()
+            return queryset.filter(**{field: value})
+
+    return RecentValuesFilter

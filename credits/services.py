@@ -9,8 +9,9 @@ Rules every function here keeps:
 - Every write carries an idempotency key, unique per organization. Replaying a key with the
   same parameters returns the first result and changes nothing; with other parameters it
   raises IdempotencyConflict. A call that failed left no row, so its key can be retried.
-- Credits are consumed earliest-expiring lot first (never-expiring last, then oldest); a
-  reversal gives them back into the same lots in the opposite order.
+- Credits are consumed in `rules.CONSUMPTION_ORDER` (earliest-expiring lot first,
+  never-expiring last, then oldest); a reversal gives them back into the same lots in the
+  opposite order. "Usable at t" is `rules.lot_usable` here and `credits_lot_usable` in SQL.
 - Times come from `django.utils.timezone.now()` (never the database clock), so the whole
   ledger follows one clock, which tests control.
 """
@@ -37,7 +38,7 @@ from accounts.models import Organization, User
 from catalog.models import Course
 from config.errors import Refusal
 
-from . import validity
+from . import rules, validity
 from .models import (
     Account,
     Hold,
@@ -221,9 +222,9 @@ def credits_redeem(
     )
     now = timezone.now()
     actor_id = actor.pk if actor is not None else None
-    # The hot path is one statement (migration 0003): outside a transaction it is its own
-    # transaction, with no BEGIN/COMMIT round trips; inside one, a savepoint undoes it alone
-    # when it is refused.
+    # The hot path is one statement (credits/sql/credits_redeem_once.sql): outside a
+    # transaction it is its own transaction, with no BEGIN/COMMIT round trips; inside one, a
+    # savepoint undoes it alone when it is refused.
     scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
     with _refusals(), scope, connection.cursor() as cursor:
         cursor.execute(
@@ -271,9 +272,9 @@ def _take(
     release_held: int = 0,
 ) -> list[_Moved]:
     """Consume up to `quantity` of the account's available credits, earliest-expiring lot
-    first, in the database function `credits_take` (migration 0003): it locks the account,
-    debits the lots, writes the entries, the account's figures and any overage in one round
-    trip.
+    first, in the database function `credits_take` (credits/sql/credits_take.sql): it locks
+    the account, debits the lots, writes the entries, the account's figures and any overage in
+    one round trip.
 
     `reserved`: held credits this consumption may use (a capture uses its own hold);
     `release_held`: how much the account's held figure drops with it.
@@ -361,7 +362,7 @@ def holds_place_batch(
         if not created:
             return list(Hold.objects.filter(placed_by=txn).order_by("pk"))
         locked = _lock_accounts([account.pk])[account.pk]
-        available = _usable_total(locked.pk, txn.created_at) - locked.held
+        available = _usable_total(locked, txn.created_at) - locked.held
         if total > available and not allow_overage:
             raise InsufficientCredits(
                 shortfall=total - max(available, 0), available=max(available, 0)
@@ -791,16 +792,11 @@ def lot_restore(
         _lock_accounts([row[0] for row in taken])
         # Read under the account locks: an expiry or a whole revocation of the lot holds them
         # while it marks the lot, so this sees the lot as they leave it.
-        usable = (
+        usable = set(
             Lot.objects.filter(
-                pk__in={row[1] for row in taken},
-                expired_at__isnull=True,
-                revoked_at__isnull=True,
-            )
-            .exclude(expires_at__lte=txn.created_at)
-            .values_list("pk", flat=True)
+                rules.lot_usable(txn.created_at), pk__in={row[1] for row in taken}
+            ).values_list("pk", flat=True)
         )
-        usable = set(usable)
         for account_id, lot_id, quantity in taken:
             if lot_id in usable and quantity > 0:
                 _credit(txn, account_id, [_Moved(lot_id, quantity)])
@@ -876,14 +872,13 @@ WHERE reversal_of_id = %(original)s AND kind = 'reverse' AND id <> %(txn)s
 # Each lot the original took from: how much it took, how much earlier reversals of it gave
 # back or recorded as lapsed (their positive entries), and whether the lot can still hold
 # credits now. Last taken first: the exact reverse of the consumption order in credits_take.
-_REVERSAL_LOTS_SQL = """
+_REVERSAL_LOTS_TEMPLATE = """
 SELECT l.id,
        -COALESCE(SUM(e.quantity) FILTER (
            WHERE e.transaction_id = %(original)s AND e.quantity < 0), 0) AS taken,
        COALESCE(SUM(e.quantity) FILTER (
            WHERE e.transaction_id <> %(original)s AND e.quantity > 0), 0) AS given_back,
-       (l.expired_at IS NULL AND l.revoked_at IS NULL
-        AND (l.expires_at IS NULL OR l.expires_at > %(now)s)) AS usable
+       credits_lot_usable(l.expires_at, l.expired_at, l.revoked_at, %(now)s) AS usable
 FROM credits_ledgerentry e JOIN credits_lot l ON l.id = e.lot_id
 WHERE e.account_id = %(account)s
   AND (e.transaction_id = %(original)s
@@ -891,8 +886,11 @@ WHERE e.account_id = %(account)s
                                WHERE reversal_of_id = %(original)s AND kind = 'reverse'
                                  AND id <> %(txn)s))
 GROUP BY l.id
-ORDER BY l.expires_at DESC NULLS FIRST, l.invoiced_at DESC, l.id DESC
+ORDER BY {order}
 """
+_REVERSAL_LOTS_SQL = _REVERSAL_LOTS_TEMPLATE.format(
+    order=rules.consumption_order_sql("l", reverse=True)
+)
 
 
 def credits_reverse(
@@ -924,7 +922,7 @@ def credits_reverse(
     _require_positive(quantity)
     if not reason.strip():
         raise InvalidOperation("A reversal needs a reason.")
-    if original.kind not in (Kind.REDEEM, Kind.CAPTURE) or original.account_id is None:
+    if original.kind not in rules.REVERSIBLE_KINDS or original.account_id is None:
         raise InvalidOperation("Only a redemption or the start of an assignment can be reversed.")
     account_id = original.account_id
     params = {"original": original.pk, "quantity": quantity}
@@ -1174,21 +1172,25 @@ def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:
     return accounts
 
 
-_USABLE_TOTAL_SQL = """
-SELECT COALESCE(SUM(h.quantity), 0)
-FROM credits_holding h JOIN credits_lot l ON l.id = h.lot_id
-WHERE h.account_id = %s AND h.quantity > 0
-  AND l.expired_at IS NULL AND l.revoked_at IS NULL
-  AND (l.expires_at IS NULL OR l.expires_at > %s)
+# Live holdings only (`live` is quantity > 0, kept by PostgreSQL): the partial index
+# holding_live_order has them, without the emptied holdings an old account accumulates.
+# The account's live holdings of lots already past their expiry that the hourly job has not
+# marked yet (index holding_live_order, a short range): what its cached balance still counts
+# but nobody may spend. Marked and revoked lots have no live holding (the audit proves it).
+_PAST_DUE_SQL = """
+SELECT COALESCE(SUM(h.quantity), 0) FROM credits_holding h
+WHERE h.account_id = %s AND h.live AND h.lot_expires_at <= %s
 """
 
 
-def _usable_total(account_id: int, now: dt.datetime) -> int:
+def _usable_total(account: Account, now: dt.datetime) -> int:
     """Credits of lots still valid at `now` (expired lots count for nothing even before the
-    expiry job has run). Call with the account locked."""
+    expiry job has run): the cached balance less the past-due holdings, the rule credits_take
+    applies, so a hold and a redemption never disagree on what there is. Call with the
+    account locked (`account` as _lock_accounts read it)."""
     with connection.cursor() as cursor:
-        cursor.execute(_USABLE_TOTAL_SQL, [account_id, now])
-        return cursor.fetchone()[0]
+        cursor.execute(_PAST_DUE_SQL, [account.pk, now])
+        return account.balance - cursor.fetchone()[0]
 
 
 _CREDIT_SQL = """

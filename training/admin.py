@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect, render
 
 from catalog.models import Level
-from config.admin import OwnerFixedAdmin, ReadOnlyAdmin
+from config.admin import LargeTableAdmin, OwnerFixedAdmin, ReadOnlyAdmin, organization_filter
 from credits.services import CreditsError
 
 from .models import (
@@ -26,36 +26,47 @@ class PlanItemInline(admin.TabularInline):
     readonly_fields = ["level", "seats"]
 
 
+# Plans, their items and people, enrollments and assignments grow with every organization's
+# history: each list is a LargeTableAdmin (config/admin.py says what that keeps), its
+# organization filter lists no organizations, and its foreign key inputs search instead of
+# listing every row.
+
+
 @admin.register(TrainingPlan)
-class TrainingPlanAdmin(OwnerFixedAdmin):
+class TrainingPlanAdmin(LargeTableAdmin, OwnerFixedAdmin):
     fixed_after_add = ("organization",)
     list_display = ["name", "organization", "start_date", "status", "created_at"]
-    list_filter = ["status", "organization"]
+    list_filter = ["status", organization_filter()]
     search_fields = ["name", "organization__name"]
     readonly_fields = ["status", "created_by", "created_at"]
+    list_select_related = ["organization"]
+    autocomplete_fields = ["organization"]
     inlines = [PlanItemInline]
 
 
 @admin.register(PlanItem)
-class PlanItemAdmin(OwnerFixedAdmin):
+class PlanItemAdmin(LargeTableAdmin, OwnerFixedAdmin):
     # Level and seats are what Confirm users charged for: they change on the plan page (and
     # the level through the audited level change), never by editing the row.
     fixed_after_add = ("plan", "level", "seats")
     list_display = ["plan", "level", "seats"]
+    list_filter = [organization_filter("plan__organization")]
     search_fields = ["plan__name", "level__course__title"]
     list_select_related = ["plan", "level__course"]
+    autocomplete_fields = ["plan", "level"]
 
 
 @admin.register(Participant)
-class ParticipantAdmin(OwnerFixedAdmin):
+class ParticipantAdmin(LargeTableAdmin, OwnerFixedAdmin):
     # A participant's enrollments, and the holds or redemptions behind them, follow them.
     # Their email is the address their join link belongs to.
     fixed_after_add = ("plan", "user", "email")
     list_display = ["email", "plan", "user", "confirmed_at", "removed_at"]
-    list_filter = ["plan__organization"]
+    list_filter = [organization_filter("plan__organization")]
     search_fields = ["email", "plan__name"]
     readonly_fields = ["invite_token", "confirmed_at", "removed_at", "created_at"]
     list_select_related = ["plan", "user"]
+    autocomplete_fields = ["plan", "user"]
 
 
 class LevelChoiceField(forms.ModelChoiceField):
@@ -94,12 +105,12 @@ def _settled(change: LevelChange) -> str:
 
 
 @admin.register(Enrollment)
-class EnrollmentAdmin(admin.ModelAdmin):
+class EnrollmentAdmin(LargeTableAdmin):
     """Support changes a learner's level here (seed 000: within 7 days of the plan's start);
     credits are settled through the ledger with the staff user and the reason."""
 
     list_display = ["participant", "level", "cost", "status", "progress", "plan_start"]
-    list_filter = ["status", "participant__plan__organization"]
+    list_filter = ["status", organization_filter("participant__plan__organization")]
     search_fields = ["participant__email", "participant__plan__name", "level__course__title"]
     readonly_fields = [
         "participant", "level", "cost", "status", "progress", "redemption", "hold",
@@ -165,38 +176,42 @@ class EnrollmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(LevelChange)
-class LevelChangeAdmin(ReadOnlyAdmin):
+class LevelChangeAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = [
         "enrollment", "from_level", "to_level", "from_cost", "to_cost", "credits_moved",
         "credits_not_returned", "staff", "created_at",
     ]  # fmt: skip
     search_fields = ["enrollment__participant__email", "reason", "staff__email"]
-    list_select_related = ["enrollment__participant", "from_level", "to_level", "staff"]
+    list_select_related = [
+        "enrollment__participant", "enrollment__level__course", "from_level__course",
+        "to_level__course", "staff",
+    ]  # fmt: skip
 
 
 @admin.register(CourseManager)
-class CourseManagerAdmin(OwnerFixedAdmin):
+class CourseManagerAdmin(LargeTableAdmin, OwnerFixedAdmin):
     # The manager's credits sit in an account keyed by organization, course and user.
     fixed_after_add = ("organization", "course", "user")
     list_display = ["user", "course", "organization", "created_at"]
-    list_filter = ["organization"]
+    list_filter = [organization_filter()]
     search_fields = ["user__email", "course__title"]
     list_select_related = ["user", "course", "organization"]
+    autocomplete_fields = ["organization", "course", "user"]
 
 
 @admin.register(ItemAssignment)
-class ItemAssignmentAdmin(ReadOnlyAdmin):
+class ItemAssignmentAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Seats change on the plan page, where the plan is locked while they do."""
 
     list_display = ["participant", "item", "confirmed_at", "created_at"]
-    list_filter = ["item__plan__organization"]
+    list_filter = [organization_filter("item__plan__organization")]
     search_fields = ["participant__email", "item__plan__name"]
     list_select_related = ["participant", "item__level__course", "item__plan"]
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(ReadOnlyAdmin):
+class AssignmentAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = ["email", "level", "status", "progress", "manager", "expires_at"]
-    list_filter = ["status", "organization"]
+    list_filter = ["status", organization_filter()]
     search_fields = ["email", "level__course__title", "manager__email"]
     list_select_related = ["level__course", "manager"]

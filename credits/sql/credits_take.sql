@@ -1,11 +1,20 @@
 -- credits_take: the critical section of every consumption (credits/services.py `_take`,
--- `credits_redeem_once`), run inside PostgreSQL so that a hot account stays locked only for
--- the server's own work and the commit. This file is its current definition; migrations
--- install it with CREATE OR REPLACE (credits/migrations/0011_live_holdings.py first).
+-- credits_redeem_once.sql), run inside PostgreSQL so that a hot account stays locked only for
+-- the server's own work and the commit. This file is its current definition (see README.md
+-- here).
 --
--- It reads only the account's live holdings (`live`, a stored generated column, with the
--- partial index holding_live): an organization's emptied holdings, which grow with its
--- history, never enter the sum or the loop.
+-- It never reads more of an account than the credits it takes. Available is the account's
+-- cached balance (every ledger write keeps it) less the live holdings of lots already past
+-- their expiry that the hourly job has not marked yet, less the holds. The lots come from the
+-- partial index holding_live_order, which lists an account's live holdings in consumption
+-- order (each holding carries its lot's dates: credits_holding_lot_dates.sql).
+--
+-- plan_cache_mode = force_generic_plan: each query here is planned once per session, for any
+-- account, and never again with the call's values. Those values only mislead: the statistics
+-- of holdings mix live and emptied rows, and emptied ones are past their lots' expiry too, so
+-- a plan made for `lot_expires_at <= <now>` expected most of the table and read all of it (in
+-- the first five calls of each session: every call, for a request with its own connection),
+-- where the generic plan reads the index range of the few stale holdings.
 --
 -- VOLATILE: under READ COMMITTED each statement inside takes a fresh snapshot, so the read
 -- after the lock sees everything the previous lock holder committed.
@@ -25,7 +34,7 @@ CREATE OR REPLACE FUNCTION credits_take(
     OUT taken integer,
     OUT lot_ids bigint[],
     OUT quantities integer[]
-) LANGUAGE plpgsql VOLATILE AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_held integer;
     v_balance integer;
@@ -50,17 +59,27 @@ BEGIN
                 'available', GREATEST(available, 0), 'shortfall', p_quantity - taken)::text;
     END IF;
     v_left := taken;
-    -- Two ranges of the same index, each read in order from its start and left as soon as
-    -- the quantity is covered: dated lots still valid (earliest expiry first), then lots
-    -- that never expire. One condition with an OR would walk past every lot already due
-    -- but not yet marked expired, on every call.
+    -- The consumption order (credits.rules.CONSUMPTION_ORDER: earliest expiry first, lots that
+    -- never expire last, then oldest invoice, then lot id) as two ranges of the same index,
+    -- each read in order from its start: dated lots still valid, then lots that never expire.
+    -- One condition with an OR would walk past every lot already due but not yet marked
+    -- expired, on every call.
+    --
+    -- LIMIT v_left: every row is a live holding (at least one credit), so no more rows than
+    -- credits are needed. Without it PostgreSQL plans a loop's query for all its rows, and for
+    -- an account with thousands of live holdings it read and sorted every one of them (and
+    -- hashed the organization's lots for the check below) to take a single credit.
+    --
+    -- credits_lot_usable, inlined, checks each lot row by row as a last guard: a holding left
+    -- live in a revoked or expired lot (the ledger out of step) is skipped, never spent.
     FOR r IN
         SELECT h.id, h.lot_id, h.quantity
         FROM credits_holding h
         WHERE h.account_id = p_account AND h.live AND h.lot_expires_at > p_now
-          AND NOT EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
-                          AND (l.revoked_at IS NOT NULL OR l.expired_at IS NOT NULL))
+          AND EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
+                      AND credits_lot_usable(l.expires_at, l.expired_at, l.revoked_at, p_now))
         ORDER BY h.lot_expires_at, h.lot_invoiced_at, h.lot_id
+        LIMIT v_left
     LOOP
         EXIT WHEN v_left = 0;
         v_part := LEAST(v_left, r.quantity);
@@ -76,9 +95,10 @@ BEGIN
             SELECT h.id, h.lot_id, h.quantity
             FROM credits_holding h
             WHERE h.account_id = p_account AND h.live AND h.lot_expires_at IS NULL
-              AND NOT EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
-                              AND (l.revoked_at IS NOT NULL OR l.expired_at IS NOT NULL))
+              AND EXISTS (SELECT FROM credits_lot l WHERE l.id = h.lot_id
+                          AND credits_lot_usable(l.expires_at, l.expired_at, l.revoked_at, p_now))
             ORDER BY h.lot_invoiced_at, h.lot_id
+            LIMIT v_left
         LOOP
             EXIT WHEN v_left = 0;
             v_part := LEAST(v_left, r.quantity);

@@ -5,9 +5,15 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import reverse
 
-from accounts.models import Membership
+from accounts.models import Membership, User
 from tests.accounts.factories import OrganizationFactory, UserFactory
 from tests.support.admin_forms import post_change
+from tests.support.admin_lists import (
+    assert_opens_filtered_or_not,
+    large_table_models,
+    open_list,
+    whole_table_reads,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -105,3 +111,28 @@ def test_a_membership_row_on_the_organization_page_keeps_its_user(
     membership = organization.memberships.get()
     assert (membership.user, membership.role) == (admin, Membership.Role.MANAGER)
     assert not outsider.memberships.filter(organization=organization).exists()
+
+
+# --- Lists that grow with history cost a page ----------------------------------------------
+
+
+@pytest.mark.parametrize("model", large_table_models("accounts"), ids=lambda m: m.__name__)
+def test_support_opens_people_lists_without_reading_whole_tables(
+    support_client, organization, admin, manager, outsider, model
+):
+    assert_opens_filtered_or_not(support_client, model, organization)
+    role = {"memberships__role": "admin"} if model is User else {"role": "admin"}
+    response, queries = open_list(support_client, model, role)
+    assert whole_table_reads(queries, model) == []
+    assert len(response.context["cl"].result_list) == 2  # Acme's admin and the outsider
+
+
+def test_an_organization_leads_to_its_ledger_lists(
+    support_client, organization, other_organization
+):
+    page = support_client.get(reverse("admin:accounts_organization_changelist")).content.decode()
+    link = f"/admin/credits/ledgertransaction/?organization={organization.pk}"
+    assert link in page
+    response = support_client.get(link)
+    assert "Acme Corp" in response.content.decode()
+    assert all(txn.organization_id == organization.pk for txn in response.context["cl"].result_list)

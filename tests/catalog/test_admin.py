@@ -4,6 +4,7 @@ from catalog.models import CartLine
 from tests.accounts.factories import UserFactory
 from tests.catalog.factories import LevelFactory
 from tests.support.admin_forms import post_change
+from tests.support.admin_lists import assert_opens_filtered_or_not, large_table_models
 
 pytestmark = pytest.mark.django_db
 
@@ -30,3 +31,13 @@ def test_a_saved_level_stays_in_its_course(client):
     assert response.status_code == 302
     level.refresh_from_db()
     assert level.course != other
+
+
+@pytest.mark.parametrize("model", large_table_models("catalog"), ids=lambda m: m.__name__)
+def test_support_opens_cart_lists_without_reading_whole_tables(
+    client, organization, other_organization, admin, outsider, model
+):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    CartLine.objects.create(organization=organization, user=admin, level=LevelFactory())
+    CartLine.objects.create(organization=other_organization, user=outsider, level=LevelFactory())
+    assert_opens_filtered_or_not(client, model, organization)

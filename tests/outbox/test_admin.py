@@ -5,6 +5,7 @@ from django.urls import reverse
 from outbox import services
 from outbox.models import OutboxMessage
 from tests.accounts.factories import UserFactory
+from tests.support.admin_lists import assert_opens_filtered_or_not, open_list, whole_table_reads
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +44,19 @@ def test_send_again_now_sends_the_unsent_ones_once(support, smtp):
     assert "1 sent, 0 failed" in response.content.decode()
     assert [m.to for m in mail.outbox] == [["ana@x.test"]]
     assert OutboxMessage.objects.filter(sent_at__isnull=True).count() == 0
+
+
+def test_the_outbox_list_costs_a_page_filtered_or_not(support, organization):
+    for n in range(3):
+        services.message_enqueue(
+            key=f"m{n}", to=f"{n}@x.test", subject="Hi", text="Body " * 500, kind=f"k{n % 2}",
+            organization=organization,
+        )  # fmt: skip
+    assert_opens_filtered_or_not(support, OutboxMessage, organization)
+    for params in ({"state": "unsent"}, {"kind": "k1"}):
+        response, queries = open_list(support, OutboxMessage, params)
+        assert whole_table_reads(queries, OutboxMessage) == []
+    # The list shows no bodies, so it does not read them.
+    listing = [sql for sql in queries if sql.startswith('SELECT "outbox_outboxmessage"."id"')]
+    assert listing and all('"text"' not in sql for sql in listing)
+    assert [m.recipient for m in response.context["cl"].result_list] == ["1@x.test"]

@@ -11,8 +11,14 @@ from tests.accounts.factories import UserFactory
 from tests.catalog.factories import CourseFactory, LevelFactory
 from tests.credits.factories import grant
 from tests.support.admin_forms import post_change
+from tests.support.admin_lists import (
+    assert_opens_filtered_or_not,
+    large_table_models,
+    open_list,
+    whole_table_reads,
+)
 from tests.training.factories import plan_with
-from training.models import CourseManager, Enrollment
+from training.models import CourseManager, Enrollment, TrainingPlan
 from training.plans.services import plan_confirm
 
 pytestmark = pytest.mark.django_db
@@ -143,3 +149,29 @@ def test_support_names_a_course_manager_on_add_and_cannot_move_it_afterwards(
     assert response.status_code == 302
     row.refresh_from_db()
     assert (row.organization, row.course, row.user) == (organization, course, manager)
+
+
+# --- Lists that grow with history cost a page ----------------------------------------------
+
+
+@pytest.mark.parametrize("model", large_table_models("training"), ids=lambda m: m.__name__)
+def test_support_opens_each_training_list_without_reading_whole_tables(
+    support, organization, other_organization, admin, outsider, manager, enrollment, model
+):
+    # Besides the enrollment's confirmed plan: another organization's plan, a course manager
+    # and a level change, so that every list has rows of more than one organization.
+    plan_with(other_organization, outsider, emails=["x@globex.test"])
+    CourseManager.objects.create(organization=organization, course=CourseFactory(), user=manager)
+    dearer = LevelFactory(course=enrollment.level.course, credit_cost=2)
+    change(support, enrollment, dearer)
+    assert_opens_filtered_or_not(support, model, organization)
+
+
+def test_the_plan_list_filters_by_organization_without_listing_them(
+    support, organization, other_organization, admin, outsider
+):
+    ours = plan_with(organization, admin, emails=["a@acme.test"])
+    plan_with(other_organization, outsider, emails=["x@globex.test"])
+    response, queries = open_list(support, TrainingPlan, {"organization": organization.pk})
+    assert list(response.context["cl"].result_list) == [ours]
+    assert whole_table_reads(queries, TrainingPlan) == []
