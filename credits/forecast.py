@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from accounts.models import Organization
 
 from .models import Account, DailyTotal, Holding, LedgerEntry, StoredForecast
+from .rules import USED_KINDS  # redemptions and captures, less what reversals gave back
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ WINDOW_DAYS = 90
 MIN_HISTORY_DAYS = 14
 HORIZON_DAYS = 730
 CHART_WIDTH, CHART_HEIGHT = 600, 120
-# What "use" means here: redemptions and captures, less what reversals gave back.
-USED_KINDS = ("redeem", "capture", "reverse")
 # While a refresh the dashboard asked for is on its way, other requests do not ask again.
 # Longer than a queued task normally waits; short enough that a task the broker lost is
 # asked for again long before the next hourly run.
@@ -314,23 +313,3 @@ def _project(organization_id: int, *, rate: float, now: dt.datetime) -> Forecast
         expires_unused=expired_unused,
         points=tuple(points),
     )
-
-
-def forecast(*, organization: Organization, now: dt.datetime | None = None) -> Forecast:
-    """The forecast read from every entry, in the active time zone: what the dashboard
-    computed on each request before the stored forecast. No page calls it any more; the
-    tests keep it as the reference `forecast_compute` must agree with, until it is removed."""
-    now = now or timezone.now()
-    entries = LedgerEntry.objects.filter(account__organization=organization)
-    first = entries.aggregate(first=Min("created_at"))["first"]
-    used = -(
-        entries.filter(
-            Q(transaction__kind__in=USED_KINDS),
-            created_at__gte=now - dt.timedelta(days=WINDOW_DAYS),
-        ).aggregate(total=Sum("quantity"))["total"]
-        or 0
-    )
-    history_days = (now - first).days if first else 0
-    if used <= 0 or history_days < MIN_HISTORY_DAYS:
-        return Forecast(enough_history=False)
-    return _project(organization.pk, rate=used / min(WINDOW_DAYS, history_days), now=now)

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce, TruncMonth
+from django.db.models import F, Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Organization
 
+from . import rules
 from .models import (
     Account,
     DailyTotal,
@@ -79,21 +80,24 @@ def _past_due(account_ids: list[int], now: dt.datetime) -> dict[int, int]:
     )
 
 
-def _expiring(account_id: int, now: dt.datetime) -> int:
+def _past_due_and_expiring(account_id: int, now: dt.datetime) -> tuple[int, int]:
+    """One account's past-due credits and those expiring within EXPIRING_SOON_DAYS: one
+    range of its live holdings, up to the end of that window."""
     soon = now + dt.timedelta(days=EXPIRING_SOON_DAYS)
-    return Holding.objects.filter(
-        account_id=account_id, live=True, lot_expires_at__gt=now, lot_expires_at__lte=soon
-    ).aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
+    figures = Holding.objects.filter(
+        account_id=account_id, live=True, lot_expires_at__lte=soon
+    ).aggregate(
+        past_due=Coalesce(Sum("quantity", filter=Q(lot_expires_at__lte=now)), 0),
+        expiring=Coalesce(Sum("quantity", filter=Q(lot_expires_at__gt=now)), 0),
+    )
+    return figures["past_due"], figures["expiring"]
 
 
 def account_balance(*, account: Account, now: dt.datetime | None = None) -> Balance:
     now = now or timezone.now()
     balance, held = Account.objects.values_list("balance", "held").get(pk=account.pk)
-    return Balance(
-        total=balance - _past_due([account.pk], now).get(account.pk, 0),
-        held=held,
-        expiring_soon=_expiring(account.pk, now),
-    )
+    past_due, expiring = _past_due_and_expiring(account.pk, now)
+    return Balance(total=balance - past_due, held=held, expiring_soon=expiring)
 
 
 def organization_balance(*, organization: Organization, now: dt.datetime | None = None) -> Balance:
@@ -101,14 +105,17 @@ def organization_balance(*, organization: Organization, now: dt.datetime | None 
     and managers beside them. From the accounts' cached figures: a handful of index reads,
     however long the organization's history."""
     now = now or timezone.now()
-    accounts = list(
-        Account.objects.filter(organization=organization).values_list(
-            "pk", "kind", "balance", "held"
-        )
+    is_pool = Q(kind=Account.Kind.POOL)
+    accounts = Account.objects.filter(organization=organization).aggregate(
+        pool=Max("pk", filter=is_pool),
+        pool_balance=Coalesce(Sum("balance", filter=is_pool), 0),
+        pool_held=Coalesce(Sum("held", filter=is_pool), 0),
+        earmarked=Coalesce(Sum("balance", filter=~is_pool), 0),
     )
-    pool = next((row for row in accounts if row[1] == Account.Kind.POOL), None)
+    pool = accounts["pool"]
     if pool is None:
         return Balance(total=0, held=0, expiring_soon=0)
+    past_due, expiring = _past_due_and_expiring(pool, now)
     # Past-due holdings of the earmarked accounts, found from the few lots due but not yet
     # marked (index lot_expiry_due) rather than from thousands of accounts one by one.
     past_due_earmarked = (
@@ -118,15 +125,14 @@ def organization_balance(*, organization: Organization, now: dt.datetime | None 
             lot__expires_at__lte=now,
             live=True,
         )
-        .exclude(account_id=pool[0])
+        .exclude(account_id=pool)
         .aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
     )
-    earmarked = sum(row[2] for row in accounts if row[0] != pool[0])
     return Balance(
-        total=pool[2] - _past_due([pool[0]], now).get(pool[0], 0),
-        held=pool[3],
-        expiring_soon=_expiring(pool[0], now),
-        earmarked=earmarked - past_due_earmarked,
+        total=accounts["pool_balance"] - past_due,
+        held=accounts["pool_held"],
+        expiring_soon=expiring,
+        earmarked=accounts["earmarked"] - past_due_earmarked,
     )
 
 
@@ -285,64 +291,6 @@ def active_holds(*, account: Account) -> QuerySet[Hold]:
     return Hold.objects.filter(account=account, status=Hold.Status.ACTIVE)
 
 
-@dataclass(frozen=True)
-class MonthFlow:
-    month: dt.date
-    bought: int
-    used: int
-    expired: int
-
-
-def monthly_flows(
-    *, organization: Organization, months: int = 12, now: dt.datetime | None = None
-) -> list[MonthFlow]:
-    """Credits bought, used and expired in each of the last `months` calendar months (in the
-    active time zone), oldest first, months with no movement included."""
-    now = timezone.localtime(now or timezone.now())
-    # The first day of the month `months - 1` calendar months ago, at local midnight.
-    index = now.year * 12 + now.month - 1 - (months - 1)
-    start = now.replace(
-        year=index // 12, month=index % 12 + 1, day=1, hour=0, minute=0, second=0, microsecond=0
-    )
-    rows = (
-        LedgerEntry.objects.filter(account__organization=organization, created_at__gte=start)
-        .annotate(month=TruncMonth("created_at"))
-        .values("month")
-        .annotate(
-            bought=Coalesce(
-                Sum(
-                    "quantity", filter=Q(transaction__kind__in=["grant", "adjust"], quantity__gt=0)
-                ),
-                0,
-            ),
-            # A reversal gives use back: its entries count against what was used.
-            used=Coalesce(
-                Sum(
-                    "quantity",
-                    filter=Q(transaction__kind__in=["redeem", "capture", "adjust"], quantity__lt=0)
-                    | Q(transaction__kind="reverse"),
-                ),
-                0,
-            ),
-            # A restoration gives a revocation back: it counts against what was revoked.
-            expired=Coalesce(
-                Sum("quantity", filter=Q(transaction__kind__in=["expire", "revoke", "restore"])),
-                0,
-            ),
-        )
-    )
-    by_month = {row["month"].date(): row for row in rows}
-    flows = []
-    month = start.date()
-    for _ in range(months):
-        row = by_month.get(month, {})
-        flows.append(
-            MonthFlow(month, row.get("bought", 0), -row.get("used", 0), -row.get("expired", 0))
-        )
-        month = (month + dt.timedelta(days=32)).replace(day=1)
-    return flows
-
-
 def overages(*, organization: Organization) -> QuerySet[Overage]:
     return Overage.objects.filter(organization=organization).order_by("-created_at")
 
@@ -375,7 +323,7 @@ def account_figures(
     valid = {pk: balance - past_due.get(pk, 0) for pk, (balance, _) in cached.items()}
     held = {pk: held for pk, (_, held) in cached.items()}
     spent = dict(
-        DailyTotal.objects.filter(account_id__in=ids, kind__in=["redeem", "capture", "reverse"])
+        DailyTotal.objects.filter(account_id__in=ids, kind__in=rules.USED_KINDS)
         .values("account_id")
         .annotate(total=Sum(F("gained") + F("lost")))
         .values_list("account_id", "total")

@@ -21,14 +21,16 @@ from django.utils import timezone
 
 from accounts.models import Organization
 
-from .models import DailyTotal, LedgerEntry
+from . import rules
+from .models import DailyTotal, LedgerEntry, LedgerTransaction
 
-BOUGHT_KINDS = ("grant", "adjust")  # their gains
-USED_KINDS = ("redeem", "capture", "adjust")  # their losses
-# A reversal gives use back: all its entries count against what was used.
-REVERSE_KIND = "reverse"
-# A restoration gives a revocation back: it counts against what was revoked.
-EXPIRED_KINDS = ("expire", "revoke", "restore")
+# The groups of credits.rules, as this chart counts them: bought is the gains of its kinds;
+# used is the losses of consumption and of support's deductions, less everything reversals
+# gave back; expired counts restorations back against revocations.
+BOUGHT_KINDS = rules.BOUGHT_KINDS  # their gains
+USED_KINDS = (*rules.REVERSIBLE_KINDS, LedgerTransaction.Kind.ADJUST)  # their losses
+REVERSE_KIND = LedgerTransaction.Kind.REVERSE
+EXPIRED_KINDS = rules.EXPIRED_OR_REVOKED_KINDS
 COUNTED_KINDS = (*BOUGHT_KINDS, *USED_KINDS, REVERSE_KIND, *EXPIRED_KINDS)
 
 

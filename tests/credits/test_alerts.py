@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from accounts.models import Membership
 from credits import alerts, services
-from credits.forecast import forecast
+from credits.forecast import forecast_compute
 from credits.models import Alert, AuditRun
 from credits.tasks import balance_alerts, ledger_audit_nightly
 from outbox.models import OutboxMessage
@@ -143,6 +143,12 @@ def test_the_nightly_audit_reports_violations_to_staff(organization, caplog, run
     assert "violation" in mail.outbox[-1].subject
     assert "account balance differs from its entries" in mail.outbox[-1].body
     assert any(r.levelname == "ERROR" for r in caplog.records)
+
+
+def forecast(*, organization, now=None):
+    """The forecast beat stores, its days in the organization's zone, as the page shows it."""
+    with timezone.override(zoneinfo.ZoneInfo(organization.time_zone)):
+        return forecast_compute(organization_id=organization.pk, now=now or timezone.now())
 
 
 def test_forecast_says_plainly_when_there_is_too_little_history(organization, pool):

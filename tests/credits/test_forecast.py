@@ -13,10 +13,11 @@ from django.utils import timezone
 from config.celery import app
 from credits import forecast as forecasting
 from credits import services, tasks
-from credits.forecast import Forecast, forecast, forecast_refresh, organizations_to_refresh
+from credits.forecast import Forecast, forecast_refresh, organizations_to_refresh
 from credits.models import StoredForecast
 from tests.accounts.factories import OrganizationFactory
 from tests.catalog.factories import CourseFactory
+from tests.credits import references
 from tests.credits.factories import grant, hold, key, redeem
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def stored(organization, now) -> Forecast:
 def inline(organization, now) -> Forecast:
     """What the dashboard computed on each request, in the organization's zone."""
     with timezone.override(zoneinfo.ZoneInfo(organization.time_zone)):
-        return forecast(organization=organization, now=now)
+        return references.forecast_by_every_entry(organization=organization, now=now)
 
 
 def same(organization, now) -> Forecast:

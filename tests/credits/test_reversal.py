@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Organization
-from credits import selectors, services
+from credits import selectors, services, usage
 from credits.audit import ledger_audit
 from credits.filters import HistoryFilter
 from credits.models import Account, Holding, LedgerTransaction, Lot
@@ -211,7 +211,7 @@ def test_reversals_count_as_giving_use_back_in_the_figures(organization, pool):
     assert services.pool_account(organization=organization).pk == pool.pk
     figures_now = selectors.account_figures(accounts=[pool])[pool.pk]
     assert figures_now.used == 4
-    assert selectors.monthly_flows(organization=organization, months=1)[-1].used == 4
+    assert usage.monthly_flows(organization=organization, months=1)[-1].used == 4
     assert ("reverse", "Reversed") in HistoryFilter().filters["kind"].extra["choices"]
 
 

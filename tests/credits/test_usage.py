@@ -1,6 +1,6 @@
 """credits.usage.monthly_flows: the Billing chart's months from the daily totals (UTC days)
 plus the ledger's entries of the UTC days a local month boundary splits. It must say what
-the entry-by-entry grouping (`credits.selectors.monthly_flows`) says, in any zone."""
+the entry-by-entry grouping (`tests.credits.references`) says, in any zone."""
 
 import dataclasses
 import datetime as dt
@@ -12,10 +12,11 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from credits import selectors, services, usage
+from credits import services, usage
 from credits.models import DailyTotal
 from tests.accounts.factories import UserFactory
 from tests.catalog.factories import CourseFactory
+from tests.credits import references
 from tests.credits.factories import grant, hold, key, redeem
 
 pytestmark = pytest.mark.django_db
@@ -134,7 +135,7 @@ def _flows(flows) -> list[tuple]:
 
 def _old(organization, zone, **kwargs) -> list[tuple]:
     with timezone.override(zone):
-        return _flows(selectors.monthly_flows(organization=organization, **kwargs))
+        return _flows(references.monthly_flows_by_every_entry(organization=organization, **kwargs))
 
 
 NOWS = [
