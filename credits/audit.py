@@ -72,6 +72,25 @@ WHERE s.account_id IS NULL OR e.account_id IS NULL
 """
 
 
+# Touched accounts whose balance differs from the sum of their daily totals (one row per day
+# and kind), each with the sum of its entries, read only for those: the two checks below
+# then say which side is wrong, the balance or the daily totals.
+_ACCOUNTS_OFF_THEIR_DAYS = f"""
+WITH {_NEW_ACCOUNTS},
+summed AS (
+    SELECT a.id, a.balance, d.total AS days
+    FROM accounts n JOIN credits_account a ON a.id = n.account_id
+    CROSS JOIN LATERAL (SELECT COALESCE(SUM(gained + lost), 0)::bigint total
+                        FROM credits_dailytotal WHERE account_id = a.id) d
+    WHERE a.balance <> d.total
+),
+off AS (
+    SELECT s.id, s.balance, s.days, e.total AS entries FROM summed s
+    CROSS JOIN LATERAL (SELECT COALESCE(SUM(quantity), 0) total FROM credits_ledgerentry
+                        WHERE account_id = s.id) e
+)"""
+
+
 @dataclass(frozen=True)
 class Check:
     description: str
@@ -118,18 +137,8 @@ CHECKS: list[Check] = [
         # from those is summed from its entries, to say which of the two is wrong: the
         # balance here, the daily totals in the next check.
         recent=f"""
-        WITH {_NEW_ACCOUNTS},
-        off AS (
-            SELECT a.id, a.balance
-            FROM accounts n JOIN credits_account a ON a.id = n.account_id
-            CROSS JOIN LATERAL (SELECT COALESCE(SUM(gained + lost), 0)::bigint total
-                                FROM credits_dailytotal WHERE account_id = a.id) d
-            WHERE a.balance <> d.total
-        )
-        SELECT o.id, o.balance, e.total FROM off o
-        CROSS JOIN LATERAL (SELECT COALESCE(SUM(quantity), 0) total FROM credits_ledgerentry
-                            WHERE account_id = o.id) e
-        WHERE o.balance <> e.total
+        {_ACCOUNTS_OFF_THEIR_DAYS}
+        SELECT id, balance, entries FROM off WHERE balance <> entries
         """,
     ),
     Check(
@@ -139,18 +148,8 @@ CHECKS: list[Check] = [
         # The other half of the check above: a daily total of a day the new entries did not
         # touch, found through its sum.
         recent=f"""
-        WITH {_NEW_ACCOUNTS},
-        off AS (
-            SELECT a.id, a.balance, d.total
-            FROM accounts n JOIN credits_account a ON a.id = n.account_id
-            CROSS JOIN LATERAL (SELECT COALESCE(SUM(gained + lost), 0)::bigint total
-                                FROM credits_dailytotal WHERE account_id = a.id) d
-            WHERE a.balance <> d.total
-        )
-        SELECT o.id, o.total, e.total FROM off o
-        CROSS JOIN LATERAL (SELECT COALESCE(SUM(quantity), 0) total FROM credits_ledgerentry
-                            WHERE account_id = o.id) e
-        WHERE o.total <> e.total
+        {_ACCOUNTS_OFF_THEIR_DAYS}
+        SELECT id, days, entries FROM off WHERE days <> entries
         """,
     ),
     Check(
