@@ -117,3 +117,19 @@ def test_with_redis_not_answering_login_and_confirm_users_still_succeed(
     # Bounded by the socket time-outs (the cache's 0.5 s per counter, the broker's 5 s for
     # the first enqueue), never the hang of a Redis client without them.
     assert login_seconds < 4 and confirm_seconds < 12, (login_seconds, confirm_seconds)
+
+
+def test_with_redis_stopped_the_dashboard_says_the_forecast_is_being_prepared(
+    organization, admin, own_redis, site
+):
+    # No stored forecast yet: the page would ask for one, through Redis, which is down.
+    grant(organization, 10)
+    own_redis.stop()
+    _, browser = _log_in(site, admin)
+    started = time.monotonic()
+    page = browser.get("/")
+    seconds = time.monotonic() - started
+    assert page.status == 200
+    assert "The forecast is being prepared" in page.text
+    assert seconds < 3, seconds  # asked once, refused at once, no retry loop
+    assert "not requested" in site.log.read_text()
