@@ -369,8 +369,13 @@ class DailyTotal(models.Model):
     different sides. Days in UTC so that any instant splits exactly: the entries of the day it
     falls in are read from the ledger itself (one day's worth, by index)."""
 
+    # Indexed by daily_total_org_day, whose first column it is.
     organization = models.ForeignKey(
-        "accounts.Organization", on_delete=models.PROTECT, related_name="+", db_constraint=False
+        "accounts.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     account = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False

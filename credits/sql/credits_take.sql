@@ -84,8 +84,6 @@ BEGIN
         EXIT WHEN v_left = 0;
         v_part := LEAST(v_left, r.quantity);
         UPDATE credits_holding SET quantity = quantity - v_part WHERE id = r.id;
-        INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
-        VALUES (p_transaction, p_account, r.lot_id, -v_part, p_now);
         lot_ids := lot_ids || r.lot_id;
         quantities := quantities || v_part;
         v_left := v_left - v_part;
@@ -103,9 +101,6 @@ BEGIN
             EXIT WHEN v_left = 0;
             v_part := LEAST(v_left, r.quantity);
             UPDATE credits_holding SET quantity = quantity - v_part WHERE id = r.id;
-            INSERT INTO credits_ledgerentry
-                (transaction_id, account_id, lot_id, quantity, created_at)
-            VALUES (p_transaction, p_account, r.lot_id, -v_part, p_now);
             lot_ids := lot_ids || r.lot_id;
             quantities := quantities || v_part;
             v_left := v_left - v_part;
@@ -116,6 +111,14 @@ BEGIN
         -- of step (the audit names how). Refuse rather than write entries that disagree.
         RAISE EXCEPTION 'account % holds less than its balance says', p_account
             USING ERRCODE = 'data_corrupted';
+    END IF;
+    -- One entry per lot taken, in one statement: the entries' statement triggers (their
+    -- references, the daily totals) run once per take, not once per lot.
+    IF cardinality(lot_ids) > 0 THEN
+        INSERT INTO credits_ledgerentry (transaction_id, account_id, lot_id, quantity, created_at)
+        SELECT p_transaction, p_account, u.lot_id, -u.quantity, p_now
+        FROM unnest(lot_ids, quantities) WITH ORDINALITY AS u(lot_id, quantity, n)
+        ORDER BY u.n;
     END IF;
     UPDATE credits_account
     SET balance = balance - taken, held = held - p_release_held
