@@ -104,7 +104,7 @@ class OverageDueAdmin(LedgerAdmin):
     list_display = ["organization", "since"]
     search_fields = ["organization__name"]
     list_select_related = ["organization"]
-    ordering = ["-organization"]  # its primary key
+    ordering = ["-organization_id"]  # its primary key
 
 
 @admin.register(Alert)
@@ -131,7 +131,7 @@ class StoredForecastAdmin(LedgerAdmin):
     list_display = ["organization", "computed_at", "daily_rate", "runs_out_on"]
     search_fields = ["organization__name"]
     list_select_related = ["organization"]
-    ordering = ["-organization"]  # its primary key
+    ordering = ["-organization_id"]  # its primary key
 
 
 @admin.register(AuditRun)

@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from credits import services
-from credits.models import Lot
+from credits.models import LedgerEntry, Lot
 from tests.accounts.factories import UserFactory
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, key, redeem
@@ -100,3 +100,26 @@ def test_the_lists_show_newest_first(support, organization):
     first, second = grant(organization, 1), grant(organization, 2)
     response = support.get(changelist_url(Lot))
     assert list(response.context["cl"].result_list)[:2] == [second, first]
+
+
+@pytest.mark.parametrize("model", LEDGER_MODELS, ids=lambda m: m.__name__)
+def test_a_nul_in_a_filter_or_search_is_refused_plainly(support, organization, model):
+    meta = model._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+    for name in ("q", "kind", "status", "organization"):
+        response = support.get(url, {name: "a\x00b", "o": "1"}, follow=True)
+        assert response.status_code == 200
+        assert response.redirect_chain[-1][0] == f"{url}?o=1"  # the rest of the query kept
+        assert f"Ignored {name}: it contained a NUL character" in response.content.decode()
+
+
+def test_entries_filtered_by_organization_are_that_organizations_only(
+    support, organization, other_organization
+):
+    _history(organization)
+    _history(other_organization)
+    response, _ = open_list(support, LedgerEntry, {"account__organization": organization.pk})
+    shown = list(response.context["cl"].result_list)
+    assert shown and {entry.account.organization_id for entry in shown} == {organization.pk}
+    response, _ = open_list(support, LedgerEntry, {"account__organization": 10**9})
+    assert list(response.context["cl"].result_list) == []
