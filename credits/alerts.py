@@ -325,8 +325,13 @@ FULL_AUDIT_EVERY_DAYS = 7
 
 
 def _full_audit_due(now: dt.datetime) -> bool:
+    # A full run that found problems is repeated the next night, until one passes. One that
+    # never finished (killed at the task's time limit, a worker lost) is not: repeating it
+    # would be killed again every night and leave no run, recent or full, that finishes.
+    # The recent runs go on; the next full one is tried a week later.
     last = (
-        AuditRun.objects.filter(scope=AuditRun.Scope.FULL, finished_at__isnull=False, problems=0)
+        AuditRun.objects.filter(scope=AuditRun.Scope.FULL)
+        .filter(Q(finished_at__isnull=True) | Q(problems=0))
         .order_by("-started_at")
         .values_list("started_at", flat=True)
         .first()

@@ -322,6 +322,17 @@ def test_a_full_run_that_found_problems_runs_again_the_next_night(
     assert len(mail.outbox) == 2
 
 
+def test_a_full_run_that_never_finished_is_not_retried_every_night(organization, nights):
+    grant(organization, 100)
+    assert nights(9)[-1] == "full"
+    # The next full run killed at the task's time limit: its row stays unfinished.
+    killed = AuditRun.objects.order_by("-started_at", "-id").first()
+    AuditRun.objects.filter(pk=killed.pk).update(finished_at=None, problems=None)
+    # Recent runs go on every night (they would have been full, and killed, each night);
+    # the next full run is tried a week after the one that died.
+    assert nights(7) == ["recent"] * 6 + ["full"]
+
+
 # --- Expiry reminders read live holdings (more in tests/credits/test_reminders.py) -------------
 
 
