@@ -89,3 +89,20 @@ def test_courses_and_managers_come_a_page_at_a_time(admin_client, organization):
     # Hostile or stale input falls back to the first page rather than an error.
     for query in ({"page": "x"}, {"page": 10**9}, {"course": 2**63}, {"course": "\x00"}):
         assert admin_client.get(url, query).status_code == 200
+
+
+def test_after_an_action_the_admin_is_back_at_the_course_acted_on(admin_client, organization):
+    from tests.catalog.factories import CourseFactory
+    from tests.credits.factories import grant
+
+    grant(organization, 10)
+    courses = [CourseFactory(title=f"Course {n:02}", published=True) for n in range(12)]
+    last = courses[-1]  # on the second page of courses
+    response = admin_client.post(
+        reverse("training:allocation_action"),
+        {"action": "allocate", "course": last.pk, "quantity": 3},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == f"{reverse('training:allocations')}?course={last.pk}"
+    page = response.content.decode()
+    assert "3 credits moved for" in page and "Course 11" in page and "Course 00" not in page

@@ -166,6 +166,8 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
     action, quantity = data["action"], data["quantity"]
     # Without a token (an old page), each post is its own request.
     key = f"ui:{data['token'] or uuid.uuid4()}"
+    # Back to the course acted on (it may be on any page of courses), or to the first page.
+    course_id = data["course"]
     try:
         if action in ("allocate", "release"):
             course = get_object_or_404(Course, pk=data["course"])
@@ -189,6 +191,7 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
             manager = get_object_or_404(
                 CourseManager, pk=data["manager"], organization=organization
             )
+            course_id = manager.course_id
             do = services.manager_assign if action == "assign" else services.manager_take_back
             do(manager=manager, quantity=quantity, actor=request.user, key=key)
             messages.success(
@@ -198,6 +201,7 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
         else:  # enroll
             user = _member(request, data)
             level = get_object_or_404(Level, pk=data["level"])
+            course_id = level.course_id
             services.manual_enroll(
                 organization=organization,
                 user=user,
@@ -215,4 +219,9 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
         )
     except (services.AllocationRefused, CreditsError) as refusal:
         messages.error(request, str(refusal))
-    return redirect("training:allocations")
+    return redirect(_course_page(course_id))
+
+
+def _course_page(course_id: int | None) -> str:
+    page = reverse("training:allocations")
+    return f"{page}?course={course_id}" if course_id else page
