@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from accounts.decorators import admin_required
 from billing.shortfall import shortfall_for
@@ -20,6 +21,7 @@ def _first_error(form) -> str:
 
 @require_GET
 @admin_required
+@vary_on_headers("HX-Request")  # its results fragment is pushed to the page's own address
 def index(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET)
     # A search too long or odd to run shows every course rather than an error page.

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpRespo
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
 
 from accounts.decorators import admin_required
 from config.csv_cells import neutralise_row
@@ -55,6 +56,9 @@ def _as_of(request: HttpRequest) -> tuple[dt.date | None, int | None]:
 
 @require_GET
 @admin_required
+# The history's htmx answer (a fragment) and the page share one pushed address: a browser
+# must not serve one from its cache for the other (Back after leaving the page).
+@vary_on_headers("HX-Request")
 def overview(request: HttpRequest) -> HttpResponse:
     history = _history(request)
     pages = PagesForm(request.GET)

@@ -235,3 +235,11 @@ def test_the_credits_page_lists_current_lots_in_pages_and_past_ones_behind_a_lin
     assert expired.expired_at is not None
     # Odd values are the default listing, not an error.
     assert admin_client.get(url, {"lots": "x", "lots_page": "-3"}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["credits:overview", "catalog:index"])
+def test_pages_with_pushed_fragments_vary_on_htmx(admin_client, name):
+    # The fragment and the page share an address: caches must tell them apart.
+    for headers in ({}, {"HX-Request": "true"}):
+        response = admin_client.get(reverse(name), headers=headers)
+        assert "HX-Request" in response.get("Vary", "")

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.decorators import admin_required
@@ -154,6 +155,7 @@ def _plan_context(request: HttpRequest, plan: TrainingPlan) -> dict:
 @never_cache
 @require_GET
 @admin_required
+@vary_on_headers("HX-Request")  # its People fragment is pushed to the page's own address
 def plan(request: HttpRequest, pk: int) -> HttpResponse:
     item = _plan(request, pk)
     template = "training/plan.html"
