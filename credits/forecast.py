@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Exists, F, Min, OuterRef, Q, Sum
+from django.db.models import Exists, F, Min, OuterRef, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.models import Organization
 
+from . import rules
 from .models import Account, DailyTotal, Holding, LedgerEntry, StoredForecast
 from .rules import USED_KINDS  # redemptions and captures, less what reversals gave back
 
@@ -247,12 +248,11 @@ def _project(organization_id: int, *, rate: float, now: dt.datetime) -> Forecast
     # The general pool only, like every "available" figure: earmarked credits are not what
     # plans spend. Its holds are spent first: they are promised already.
     pool = Holding.objects.filter(
+        rules.lot_usable(now, "lot__"),
         account__organization_id=organization_id,
         account__kind=Account.Kind.POOL,
         live=True,
-        lot__expired_at__isnull=True,
-        lot__revoked_at__isnull=True,
-    ).filter(Q(lot__expires_at__isnull=True) | Q(lot__expires_at__gt=now))
+    )
     # Lots that expire on the same local day are spent and lost together, so one figure per
     # day projects the same as one per lot: a few hundred rows instead of every live lot.
     by_day = (

@@ -155,7 +155,7 @@ def lots_with_remaining(*, organization: Organization, past: bool = False) -> Qu
         return lots.exclude(current).order_by(
             F("expires_at").desc(nulls_last=True), "-invoiced_at", "-id"
         )
-    return lots.filter(current).order_by(F("expires_at").asc(nulls_last=True), "invoiced_at", "id")
+    return lots.filter(current).order_by(*rules.CONSUMPTION_ORDER)
 
 
 def ledger_history(

@@ -1172,8 +1172,6 @@ def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:
     return accounts
 
 
-# Live holdings only (`live` is quantity > 0, kept by PostgreSQL): the partial index
-# holding_live_order has them, without the emptied holdings an old account accumulates.
 # The account's live holdings of lots already past their expiry that the hourly job has not
 # marked yet (index holding_live_order, a short range): what its cached balance still counts
 # but nobody may spend. Marked and revoked lots have no live holding (the audit proves it).

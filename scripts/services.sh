@@ -14,7 +14,7 @@ PG_PORT=${LOCAL_PG_PORT:-54329}
 PG_REPLICA_PORT=${LOCAL_PG_REPLICA_PORT:-$((PG_PORT + 1))}
 # A standby refuses to start with fewer connections than its primary allows.
 PG_MAX_CONNECTIONS=200
-# The role the replica streams as: it may replicate, and log in to nothing else.
+# The role the replica streams as: it may replicate, and is granted nothing on any table.
 PG_REPLICATION_ROLE=credits_replication
 REDIS_PORT=${LOCAL_REDIS_PORT:-63799}
 USE_LOCAL_PG=${USE_LOCAL_PG:-1}
@@ -226,7 +226,7 @@ pg_replica_run() {
   local bin=$1 home=$2
   log "starting the PostgreSQL replica on 127.0.0.1:$PG_REPLICA_PORT"
   as_pg "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_REPLICA_PORT -k $home/run -c max_connections=$PG_MAX_CONNECTIONS -c hot_standby=on" \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_REPLICA_PORT -k $home/run -c max_connections=$PG_MAX_CONNECTIONS -c hot_standby=on -c hot_standby_feedback=on" \
     start >/dev/null
 }
 
