@@ -207,3 +207,24 @@ def test_two_queries_however_many_days(organization, activity, django_assert_num
 
 def test_no_months_is_an_empty_chart(organization):
     assert usage.monthly_flows(organization=organization, months=0) == []
+
+
+def test_ended_months_are_read_once_and_the_current_month_every_time(organization):
+    pool = services.pool_account(organization=organization)
+    with time_machine.travel(dt.datetime(2026, 2, 10, 12, tzinfo=UTC), tick=False):
+        grant(organization, 100)
+        redeem(pool, 7)
+    now = dt.datetime(2026, 3, 20, 12, tzinfo=UTC)
+    with time_machine.travel(now, tick=False):
+        redeem(pool, 2)
+        first = usage.monthly_flows(organization=organization, months=2, zone=UTC)
+        # February has ended: it is not read again. A row changed behind the ledger's back
+        # proves it (the audit is what finds such a change).
+        DailyTotal.objects.filter(organization=organization, day="2026-02-10").update(lost=0)
+        redeem(pool, 3)  # March has not: its new redemption shows at once
+        second = usage.monthly_flows(organization=organization, months=2, zone=UTC)
+    assert [(f.month.month, f.bought, f.used) for f in first] == [(2, 100, 7), (3, 0, 2)]
+    assert [(f.month.month, f.bought, f.used) for f in second] == [(2, 100, 7), (3, 0, 5)]
+    # Another zone's months are other months: not taken from this zone's cache.
+    tokyo = usage.monthly_flows(organization=organization, months=2, zone=TOKYO, now=now)
+    assert [(f.month.month, f.used) for f in tokyo] == [(2, 0), (3, 5)]
