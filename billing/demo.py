@@ -24,25 +24,49 @@ PACKAGES = [(100, 0), (1_170, 2.5), (2_339, 5), (4_678, 7.5), (9_356, 10), (18_7
 
 @transaction.atomic
 def seed() -> int:
+    """Create or update the demo prices: four statements, whatever is there already (the
+    test suite seeds them for every billing test, so a row-by-row upsert added up)."""
     price_list, _ = PriceList.objects.update_or_create(
         currency="USD", defaults={"list_price_minor": LIST_PRICE_MINOR}
     )
-    for minimum, unit in TIERS:
-        VolumeTier.objects.update_or_create(
-            price_list=price_list, min_quantity=minimum, defaults={"unit_price_minor": unit}
-        )
-    for credits, discount in PACKAGES:
-        price = round(credits * LIST_PRICE_MINOR * (100 - discount) / 100)
-        CreditPackage.objects.update_or_create(
-            price_list=price_list,
-            credits=credits,
-            defaults={"name": f"{credits:,} credits", "price_minor": price, "active": True},
-        )
-    for name, interval, credits, price, rank in PLANS:
-        SubscriptionPlan.objects.update_or_create(
-            interval=interval,
-            rank=rank,
-            currency="USD",
-            defaults={"name": name, "credits_per_period": credits, "price_minor": price},
-        )
+    VolumeTier.objects.bulk_create(
+        [
+            VolumeTier(price_list=price_list, min_quantity=minimum, unit_price_minor=unit)
+            for minimum, unit in TIERS
+        ],
+        update_conflicts=True,
+        unique_fields=["price_list", "min_quantity"],
+        update_fields=["unit_price_minor"],
+    )
+    CreditPackage.objects.bulk_create(
+        [
+            CreditPackage(
+                price_list=price_list,
+                credits=credits,
+                name=f"{credits:,} credits",
+                price_minor=round(credits * LIST_PRICE_MINOR * (100 - discount) / 100),
+                active=True,
+            )
+            for credits, discount in PACKAGES
+        ],
+        update_conflicts=True,
+        unique_fields=["price_list", "credits"],
+        update_fields=["name", "price_minor", "active"],
+    )
+    SubscriptionPlan.objects.bulk_create(
+        [
+            SubscriptionPlan(
+                interval=interval,
+                rank=rank,
+                currency="USD",
+                name=name,
+                credits_per_period=credits,
+                price_minor=price,
+            )
+            for name, interval, credits, price, rank in PLANS
+        ],
+        update_conflicts=True,
+        unique_fields=["interval", "rank", "currency"],
+        update_fields=["name", "credits_per_period", "price_minor"],
+    )
     return len(PACKAGES)

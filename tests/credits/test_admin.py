@@ -2,10 +2,11 @@
 history (no count, distinct or listing over a whole table, no query per row)."""
 
 import pytest
+from django.contrib import admin
 from django.urls import reverse
 
 from credits import services
-from credits.models import LedgerEntry, Lot
+from credits.models import LedgerEntry, LedgerTransaction, Lot
 from tests.accounts.factories import UserFactory
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, key, redeem
@@ -123,3 +124,41 @@ def test_entries_filtered_by_organization_are_that_organizations_only(
     assert shown and {entry.account.organization_id for entry in shown} == {organization.pk}
     response, _ = open_list(support, LedgerEntry, {"account__organization": 10**9})
     assert list(response.context["cl"].result_list) == []
+
+
+@pytest.mark.parametrize("limit", [5_000, 0], ids=["ids first", "join past the limit"])
+@pytest.mark.parametrize("model", [LedgerEntry, Lot, LedgerTransaction], ids=lambda m: m.__name__)
+def test_a_search_by_organization_name_finds_that_organizations_rows_only(
+    support, organization, other_organization, model, limit, monkeypatch
+):
+    monkeypatch.setattr(admin.site._registry[model], "search_ids_limit", limit)
+    _history(organization)
+    _history(other_organization)
+
+    def organizations(search: str) -> set[int]:
+        response, _ = open_list(support, model, {"q": search})
+        return {_organization_of(row) for row in response.context["cl"].result_list}
+
+    assert organizations("acme") == {organization.pk}
+    assert organizations('"Acme Corp"') == {organization.pk}
+    assert organizations("corp acme") == {organization.pk}  # every word, in any order
+    assert organizations("globex") == {other_organization.pk}
+    assert organizations("initech") == set()
+
+
+def _organization_of(row) -> int:
+    if isinstance(row, LedgerEntry):
+        return row.account.organization_id
+    return row.organization_id
+
+
+def test_a_search_by_organization_name_reads_the_entries_by_account(
+    support, organization, other_organization
+):
+    # A small organization beside a big one: joining each entry to its organization's name
+    # walked the whole table newest-first until a page matched. The accounts are found first.
+    _history(organization)
+    response, queries = open_list(support, LedgerEntry, {"q": "acme"})
+    assert response.context["cl"].result_list
+    listing = [sql for sql in queries if 'FROM "credits_ledgerentry"' in sql and "LIMIT" in sql]
+    assert listing and all('"accounts_organization"."name"' not in sql for sql in listing)
