@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import lookup_spawns_duplicates
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpResponseRedirect
 from django.utils.text import smart_split, unescape_string_literal
 
@@ -150,19 +150,17 @@ class LargeTableAdmin(admin.ModelAdmin):
         # `a__b__organization__name`: the ids of the rows `a__b` names whose organization
         # matches; `organization__name`: the organizations' own ids.
         path = field.removesuffix("__name").split("__")
-        related = queryset.model
-        for name in path:
-            related = related._meta.get_field(name).related_model
         ids = list(
-            related._default_manager.filter(name__icontains=bit)
+            model_at(queryset.model, path)
+            ._default_manager.filter(name__icontains=bit)
             .order_by()
             .values_list("pk", flat=True)[: self.search_ids_limit + 1]
         )
         if len(path) > 1 and len(ids) <= self.search_ids_limit:
             *through, last = path
             ids = list(
-                related_rows(queryset.model, through)
-                .filter(**{f"{last}__in": ids})
+                model_at(queryset.model, through)
+                ._default_manager.filter(**{f"{last}__in": ids})
                 .order_by()
                 .values_list("pk", flat=True)[: self.search_ids_limit + 1]
             )
@@ -189,11 +187,11 @@ class LargeTableAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
-def related_rows(model, path: list[str]) -> QuerySet:
-    """All rows of the model at the end of `path` (foreign keys from `model`)."""
+def model_at(model: type[Model], path: list[str]) -> type[Model]:
+    """The model at the end of `path`, a chain of foreign keys from `model`."""
     for name in path:
         model = model._meta.get_field(name).related_model
-    return model._default_manager.all()
+    return model
 
 
 def organization_filter(path: str = "organization") -> type[admin.SimpleListFilter]:
@@ -239,9 +237,7 @@ def organization_filter(path: str = "organization") -> type[admin.SimpleListFilt
                 # primary key backwards. The related rows' ids, as a list, let it read each
                 # one's rows by index (a small organization) or still walk the key (a big
                 # one).
-                related = queryset.model
-                for name in through:
-                    related = related._meta.get_field(name).related_model
+                related = model_at(queryset.model, through)
                 ids = related._default_manager.filter(**{last: chosen}).values_list("pk", flat=True)
                 return queryset.filter(**{f"{'__'.join(through)}__in": list(ids)})
             return queryset.filter(**{path: chosen})
