@@ -61,12 +61,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 # The local streaming replica is for tests/config/test_replica.py, which finds it by its port.
+# TEST_WORKERS pytest processes share the suite a file at a time (one per core here); each has
+# its own test database and Redis database (config/settings/test.py). At most 14.
+TEST_WORKERS ?= 2
 test: venv services
 	@scripts/services.sh browser
 	@scripts/services.sh replica
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 audit: venv services
 	$(BIN)/python manage.py credits_audit

@@ -27,6 +27,10 @@ class TrainingPlan(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The plans list, newest first, a page at a time.
+            models.Index(fields=["organization", "-created_at", "-id"], name="plan_org_newest"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -305,7 +309,14 @@ class Assignment(models.Model):
                 name="assignment_pending_once",
             )
         ]
-        indexes = [GinIndex(fields=["replaced_tokens"], name="assignment_replaced_tokens")]
+        indexes = [
+            GinIndex(fields=["replaced_tokens"], name="assignment_replaced_tokens"),
+            # A manager's course page lists their invitations newest first, a page at a time.
+            models.Index(
+                fields=["organization", "manager", "course", "-created_at", "-id"],
+                name="assignment_manager_newest",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.email} in {self.level} ({self.status})"

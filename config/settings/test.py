@@ -19,9 +19,15 @@ from .base import CACHES, DATABASES, REDIS_URL, env
 # which points this alias at it for its own run.
 DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
-# Tests never share Redis keys with a running `make run` on the same server.
+# Tests never share Redis keys with a running `make run` on the same server (database 0),
+# nor with each other: `make test` runs two pytest processes (pytest-xdist workers gw0, gw1,
+# which also get test databases of their own), and each clears its cache and broker between
+# tests. The workers' child processes (Celery worker, beat) inherit PYTEST_XDIST_WORKER and
+# land in the same database as their worker.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_redis_db = 15 - int(_worker.removeprefix("gw")) if _worker else 15
 _redis = urlsplit(env.str("TEST_REDIS_URL", default=REDIS_URL))
-REDIS_URL = urlunsplit(_redis._replace(path="/15"))
+REDIS_URL = urlunsplit(_redis._replace(path=f"/{_redis_db}"))
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

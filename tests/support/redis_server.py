@@ -8,8 +8,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
+from django.conf import settings
 
 from tests.support.smtp import free_port
 
@@ -22,8 +24,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        # Database 15: the one config.settings.test uses, whatever the URL says.
-        return f"redis://127.0.0.1:{self.port}/15"
+        # The database config.settings.test picks for this pytest worker, whatever the URL
+        # says: the workers a test starts with this URL land there, so this process must too.
+        return f"redis://127.0.0.1:{self.port}{urlsplit(settings.REDIS_URL).path}"
 
     def start(self) -> RedisServer:
         assert self.process is None

@@ -395,3 +395,43 @@ def test_a_double_submitted_resend_keeps_the_link_it_just_emailed(organization, 
     second = invitations.invite(manager=managed, level=level, text="ben@x.test", token=form)
     assert len(first.resent) == len(second.resent) == 1
     assert Assignment.objects.get(pk=sent.pk).token == link  # the emailed link still works
+
+
+# --- The manager's course page --------------------------------------------------------------
+
+
+def test_the_course_page_lists_invitations_a_page_at_a_time_and_acting_keeps_the_page(
+    organization, admin, manager, manager_client
+):
+    grant(organization, 60)
+    level = LevelFactory(credit_cost=1)
+    allocations.course_allocate(
+        organization=organization, course=level.course, quantity=60, actor=admin
+    )
+    managed = allocations.manager_register(
+        organization=organization, course=level.course, user=manager
+    )
+    allocations.manager_assign(manager=managed, quantity=55, actor=admin)
+    start = timezone.now() - dt.timedelta(days=60)
+    for n in range(53):
+        with time_machine.travel(start + dt.timedelta(hours=n), tick=False):
+            invite(managed, level, f"learner{n:02}@x.test")
+    url = reverse("training:managed_course", args=[managed.pk])
+    first = manager_client.get(url).content.decode()
+    second = manager_client.get(url, {"page": 2}).content.decode()
+    assert first.count('data-testid="invitation"') == 50
+    assert "learner52@x.test" in first and "learner03@x.test" in first
+    assert "learner02@x.test" not in first
+    assert second.count('data-testid="invitation"') == 3 and "learner00@x.test" in second
+    assert "Learners 1\u201350 of 53" in first
+
+    oldest = Assignment.objects.get(email="learner00@x.test")
+    response = manager_client.post(
+        reverse("training:invitation_cancel", args=[oldest.pk]), {"page": "2"}
+    )
+    assert response["Location"] == f"{url}?page=2"
+    assert figures(managed).held == 52
+    hostile = manager_client.post(
+        reverse("training:invitation_cancel", args=[oldest.pk]), {"page": "\x00" + "9" * 99}
+    )
+    assert hostile.status_code == 302 and hostile["Location"] == url

@@ -84,3 +84,47 @@ def test_an_invited_address_accepts_and_becomes_a_learner(client, organization, 
 def test_managers_and_learners_cannot_open_plans(manager_client, learner_client):
     for client in (manager_client, learner_client):
         assert client.get(reverse("training:plans")).status_code == 403
+
+
+def test_the_plans_list_is_pages_newest_first_with_every_plan_on_exactly_one(
+    admin_client, organization, admin, other_organization, outsider
+):
+    import datetime as dt
+
+    import time_machine
+
+    from training.models import TrainingPlan
+
+    start = dt.datetime(2025, 1, 1, 12, tzinfo=dt.UTC)
+    # 27 plans, two of them made in the same instant (the id orders those).
+    for n in range(27):
+        with time_machine.travel(start + dt.timedelta(days=min(n, 25)), tick=False):
+            TrainingPlan.objects.create(
+                organization=organization,
+                name=f"Plan {n:02}",
+                start_date=start.date(),
+                created_by=admin,
+            )
+    TrainingPlan.objects.create(
+        organization=other_organization,
+        name="Globex plan",
+        start_date=start.date(),
+        created_by=outsider,
+    )
+    url = reverse("training:plans")
+    first = admin_client.get(url).content.decode()
+    second = admin_client.get(url, {"page": 2}).content.decode()
+    names = [f"Plan {n:02}" for n in range(27)]
+    assert [name for name in names if name in first] == names[2:]
+    assert [name for name in names if name in second] == names[:2]
+    assert first.index("Plan 26") < first.index("Plan 25") < first.index("Plan 02")
+    assert "Plans 1\u201325 of 27" in first and 'href="?page=2"' in first
+    assert "Globex plan" not in first + second
+    for hostile in ("x", "0", str(2**31), "\x00", "9" * 10_000):
+        response = admin_client.get(url, {"page": hostile})
+        assert response.status_code == 200 and "Plan 26" in response.content.decode()
+
+
+def test_the_plans_list_says_what_to_do_when_there_is_none(admin_client):
+    page = admin_client.get(reverse("training:plans")).content.decode()
+    assert "No training plans yet." in page and "Choose courses in the catalog" in page

@@ -5,6 +5,7 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth import login
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -15,11 +16,21 @@ from accounts.decorators import member_required
 from accounts.models import User
 from credits.services import CreditsError, InsufficientCredits
 from training.models import Assignment, CourseManager, Participant
+from training.plans.forms import PageForm
 
 from . import joining, selectors
 from . import services as invitations
 from .forms import AcceptForm, InviteForm, ResendForm
 from .joining import AccountExists
+
+# Invitations per page of a manager's course: a course taught for years is pages, newest
+# first, not one table of every learner ever invited.
+INVITATIONS_PER_PAGE = 50
+
+
+def _page_number(data) -> int:
+    form = PageForm(data)
+    return (form.cleaned_data.get("page") if form.is_valid() else None) or 1
 
 
 @never_cache
@@ -45,9 +56,15 @@ def _managed(request: HttpRequest, pk: int) -> CourseManager:
 @member_required("manager", "admin")
 def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
     manager = _managed(request, pk)
-    invitations = Assignment.objects.filter(
-        organization=request.organization, manager=request.user, course=manager.course
-    ).select_related("level")
+    # In the order of the index assignment_manager_newest; the id breaks ties between pages.
+    invitations = (
+        Assignment.objects.filter(
+            organization=request.organization, manager=request.user, course=manager.course
+        )
+        .select_related("level")
+        .order_by("-created_at", "-pk")
+    )
+    page = Paginator(invitations, INVITATIONS_PER_PAGE).get_page(_page_number(request.GET))
     return render(
         request,
         "training/managed_course.html",
@@ -55,7 +72,7 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
             "manager": manager,
             "figures": selectors.manager_figures([manager])[manager.pk],
             "levels": manager.course.levels.all(),
-            "invitations": invitations,
+            "invitations": page,
             "token": uuid.uuid4(),
         },
     )
@@ -111,7 +128,10 @@ def _back_to_course(request: HttpRequest, invitation: Assignment) -> HttpRespons
     ).first()
     if manager is None:
         return redirect("training:my_courses")
-    return redirect("training:managed_course", manager.pk)
+    # Back to the page of the list the manager acted from.
+    url = reverse("training:managed_course", args=[manager.pk])
+    number = _page_number(request.POST)
+    return redirect(url if number == 1 else f"{url}?page={number}")
 
 
 @require_POST

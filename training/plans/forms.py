@@ -119,6 +119,12 @@ class AssignmentForm(forms.Form):
     participant = forms.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
+class PageForm(forms.Form):
+    """A list's page number from the query string; anything else is the first page."""
+
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+
+
 class PeopleFilterForm(forms.Form):
     """The People list's search, status filter and page: read from the query string."""
 

@@ -31,6 +31,7 @@ from .forms import (
     CheckoutForm,
     ConfirmForm,
     MemberSearchForm,
+    PageForm,
     PeopleFilterForm,
     SeatsForm,
 )
@@ -41,6 +42,8 @@ REJECTED_SHOWN = 20
 PEOPLE_PER_PAGE = 50
 # Members shown by one search of the picker.
 MEMBERS_SHOWN = 20
+# Plans per page of the plans list: years of plans are pages, newest first.
+PLANS_PER_PAGE = 25
 
 
 @require_POST
@@ -69,8 +72,15 @@ def checkout(request: HttpRequest) -> HttpResponse:
 @require_GET
 @admin_required
 def plans(request: HttpRequest) -> HttpResponse:
-    items = TrainingPlan.objects.filter(organization=request.organization)
-    return render(request, "training/plans.html", {"plans": items})
+    form = PageForm(request.GET)
+    number = form.cleaned_data.get("page") if form.is_valid() else None
+    # Newest first by the index (organization, -created_at, -id); the id breaks ties so
+    # that no plan shows on two pages or on none.
+    items = TrainingPlan.objects.filter(organization=request.organization).order_by(
+        "-created_at", "-pk"
+    )
+    page = Paginator(items, PLANS_PER_PAGE).get_page(number or 1)
+    return render(request, "training/plans.html", {"plans": page})
 
 
 def _plan(request: HttpRequest, pk: int) -> TrainingPlan:
