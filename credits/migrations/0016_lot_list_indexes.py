@@ -1,0 +1,36 @@
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    # Built CONCURRENTLY: lots are written by every purchase and expiry of a live system.
+    atomic = False
+
+    dependencies = [
+        ("accounts", "0001_initial"),
+        ("credits", "0015_take_entries_at_once"),
+    ]
+
+    operations = [
+        AddIndexConcurrently(
+            model_name="lot",
+            index=models.Index(
+                condition=models.Q(("expired_at__isnull", True), ("revoked_at__isnull", True)),
+                fields=["organization", "expires_at", "invoiced_at", "id"],
+                name="lot_current_in_order",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="lot",
+            index=models.Index(
+                models.F("organization"),
+                models.F("expires_at").desc(nulls_last=True),
+                models.F("invoiced_at").desc(),
+                models.F("id").desc(),
+                condition=models.Q(
+                    ("expired_at__isnull", True), ("revoked_at__isnull", True), _negated=True
+                ),
+                name="lot_past_latest_first",
+            ),
+        ),
+    ]
