@@ -3,7 +3,6 @@ import datetime as dt
 from collections.abc import Iterator
 
 from django import forms
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -13,6 +12,7 @@ from django.views.decorators.vary import vary_on_headers
 from accounts.decorators import admin_required
 from config.csv_cells import neutralise_row
 from config.db_router import replica_reads
+from config.paging import uncounted_page
 
 from . import selectors
 from .filters import DAY_BOUNDS, HistoryFilter, local_midnight
@@ -72,10 +72,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     as_of_date, as_of_balance = _as_of(request)
     past = chosen.get("lots") == "past"
-    lots = Paginator(
+    # Not counted: a big organization's current lots alone are tens of thousands.
+    lots = uncounted_page(
         selectors.lots_with_remaining(organization=request.organization, past=past),
-        LOTS_PAGE_SIZE,
-    ).get_page(chosen.get("lots_page") or 1)
+        number=chosen.get("lots_page") or 1,
+        size=LOTS_PAGE_SIZE,
+    )
     lots_query = request.GET.copy()
     lots_query.pop("lots_page", None)
     context = {

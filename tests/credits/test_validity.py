@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Membership
 from billing.models import SubscriptionPlan
@@ -263,3 +264,25 @@ def test_a_yearly_plans_credits_last_until_the_renewal_grant_across_a_leap_day(
         with time_machine.travel(renewal_arrives + dt.timedelta(days=3), tick=False):
             assert services.lots_expire() == 1
         assert usable(organization, renewal_arrives + dt.timedelta(days=3)) == credits
+
+
+def test_earmarked_credits_stop_counting_at_their_lots_expiry_before_the_job_marks_it(
+    organization, admin
+):
+    from tests.catalog.factories import LevelFactory
+    from training.allocations import services as allocations
+
+    soon = timezone.now() + dt.timedelta(hours=1)
+    grant(organization, 5, expires_at=soon)
+    grant(organization, 7)
+    course = LevelFactory().course
+    # The consumption order earmarks the soonest-expiring lot's credits first.
+    allocations.course_allocate(organization=organization, course=course, quantity=6, actor=admin)
+    balance = selectors.organization_balance(organization=organization)
+    assert (balance.total, balance.earmarked) == (6, 6)
+    later = soon + dt.timedelta(minutes=1)  # due, and no expiry job has run yet
+    balance = selectors.organization_balance(organization=organization, now=later)
+    assert (balance.total, balance.earmarked) == (6, 1)
+    services.lots_expire(now=later)
+    balance = selectors.organization_balance(organization=organization, now=later)
+    assert (balance.total, balance.earmarked) == (6, 1)
