@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from credits import services
 from credits.models import LedgerEntry, LedgerTransaction, Lot
-from tests.accounts.factories import UserFactory
+from tests.accounts.factories import OrganizationFactory, UserFactory
 from tests.catalog.factories import CourseFactory
 from tests.credits.factories import grant, hold, key, redeem
 from tests.support.admin_lists import (
@@ -144,6 +144,12 @@ def test_a_search_by_organization_name_finds_that_organizations_rows_only(
     assert organizations("corp acme") == {organization.pk}  # every word, in any order
     assert organizations("globex") == {other_organization.pk}
     assert organizations("initech") == set()
+    # "Acme" names two organizations, "Labs" one of them: every word narrows the rows.
+    labs = OrganizationFactory(name="Acme Labs", slug="acme-labs")
+    _history(labs)
+    assert organizations("acme") == {organization.pk, labs.pk}
+    assert organizations("acme labs") == {labs.pk}
+    assert organizations("labs globex") == set()
 
 
 def _organization_of(row) -> int:
