@@ -49,21 +49,21 @@ class Lot(models.Model):
             models.Index(
                 fields=["expires_at"], condition=Q(expired_at__isnull=True), name="lot_expiry_due"
             ),
-            # The Credits page's lists, a page at a time in their own order: the current lots
-            # in the consumption order, the past ones latest first. Without them a page of
-            # lots read and sorted every lot the organization ever bought.
+            # The Credits page's lists, a page at a time: the current lots in the consumption
+            # order, the past ones in its reverse (this index read backwards). Without them a
+            # page of lots read and sorted every lot the organization ever bought. Both in
+            # ascending order: each lot the expiry marks joins the past index at its right
+            # edge, as lots expire in order. A descending index took every one of them at its
+            # left edge and made a million expiries three times slower (bench expire_lots).
             models.Index(
                 fields=["organization", "expires_at", "invoiced_at", "id"],
                 condition=Q(expired_at__isnull=True, revoked_at__isnull=True),
                 name="lot_current_in_order",
             ),
             models.Index(
-                models.F("organization"),
-                models.F("expires_at").desc(nulls_last=True),
-                models.F("invoiced_at").desc(),
-                models.F("id").desc(),
+                fields=["organization", "expires_at", "invoiced_at", "id"],
                 condition=~Q(expired_at__isnull=True, revoked_at__isnull=True),
-                name="lot_past_latest_first",
+                name="lot_past_in_order",
             ),
         ]
 

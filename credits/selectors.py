@@ -157,9 +157,8 @@ def lots_with_remaining(*, organization: Organization, past: bool = False) -> Qu
     )
     current = Q(expired_at__isnull=True, revoked_at__isnull=True)
     if past:
-        return lots.exclude(current).order_by(
-            F("expires_at").desc(nulls_last=True), "-invoiced_at", "-id"
-        )
+        # Latest first: the consumption order reversed (index lot_past_in_order, backwards).
+        return lots.exclude(current).order_by(*rules.consumption_order(reverse=True))
     return lots.filter(current).order_by(*rules.CONSUMPTION_ORDER)
 
 

@@ -1,6 +1,8 @@
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
+PAST = models.Q(("expired_at__isnull", True), ("revoked_at__isnull", True), _negated=True)
+
 
 class Migration(migrations.Migration):
     # Built CONCURRENTLY: lots are written by every purchase and expiry of a live system.
@@ -23,14 +25,9 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="lot",
             index=models.Index(
-                models.F("organization"),
-                models.F("expires_at").desc(nulls_last=True),
-                models.F("invoiced_at").desc(),
-                models.F("id").desc(),
-                condition=models.Q(
-                    ("expired_at__isnull", True), ("revoked_at__isnull", True), _negated=True
-                ),
-                name="lot_past_latest_first",
+                condition=PAST,
+                fields=["organization", "expires_at", "invoiced_at", "id"],
+                name="lot_past_in_order",
             ),
         ),
     ]
