@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 
 from credits import forecast as credit_forecast
 from credits import selectors as credit_selectors
+from training.allocations.requests import credit_requests_pending
 from training.invitations.selectors import managed_courses
 from training.learner import selectors as learner_selectors
 
@@ -16,6 +17,9 @@ from .decorators import member_required
 from .middleware import SESSION_KEY
 from .models import Membership
 from .selectors import organization_for_member
+
+# Managers' pending requests for credits listed on the admins' dashboard.
+REQUESTS_SHOWN = 10
 
 
 def login_view(request: HttpRequest) -> HttpResponse:
@@ -54,10 +58,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         forecast = credit_forecast.stored_forecast(organization=organization)
         if forecast is None:
             credit_forecast.forecast_refresh_request(organization_id=organization.pk)
+        # Managers' requests for credits, oldest first: a few rows, and a count past them.
+        waiting = list(credit_requests_pending(organization=organization)[: REQUESTS_SHOWN + 1])
         context = {
             "balance": balance,
             "low_balance": balance.available < organization.low_balance_threshold,
             "forecast": forecast,
+            "credit_requests": waiting[:REQUESTS_SHOWN],
+            "more_credit_requests": len(waiting) > REQUESTS_SHOWN,
         }
     elif request.membership.role == Membership.Role.MANAGER:
         context = {"managed": managed_courses(organization=request.organization, user=request.user)}

@@ -347,3 +347,74 @@ class Assignment(models.Model):
     @transition(field=status, source=Status.STARTED, target=Status.COMPLETED)
     def finish(self) -> None:
         pass
+
+
+class CreditRequest(models.Model):
+    """A manager asking the admins for more credits for one course they manage. Answered
+    once: approved (the credits moved to the manager, `transfer` the last move) or declined
+    with a note. The answer is written under the row's lock, so two admins (or two tabs)
+    answering at once give one answer and one transfer."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for an answer"
+        APPROVED = "approved", "Approved"
+        DECLINED = "declined", "Declined"
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    manager = models.ForeignKey(CourseManager, on_delete=models.PROTECT, related_name="requests")
+    quantity = models.PositiveIntegerField()
+    note = models.CharField(max_length=1000, blank=True)
+    # The form's token: a double-submitted request is one request.
+    token = models.UUIDField(unique=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    answer_note = models.CharField(max_length=1000, blank=True)
+    transfer = models.ForeignKey(
+        "credits.LedgerTransaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(quantity__gte=1, quantity__lte=100_000),
+                name="credit_request_quantity",
+            ),
+            # One open request per manager and course: asking again while one waits is
+            # refused with the pending one's figures, not a second row for the admins.
+            models.UniqueConstraint(
+                fields=["manager"],
+                condition=models.Q(status="pending"),
+                name="credit_request_one_pending",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="pending", answered_at__isnull=True)
+                | (~models.Q(status="pending") & models.Q(answered_at__isnull=False)),
+                name="credit_request_answered_at",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="approved") | models.Q(transfer__isnull=False),
+                name="credit_request_approved_moved",
+            ),
+        ]
+        indexes = [
+            # The admins' dashboard: an organization's pending requests, oldest first.
+            models.Index(
+                fields=["organization", "created_at"],
+                condition=models.Q(status="pending"),
+                name="credit_request_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} credits for {self.manager} ({self.status})"

@@ -40,6 +40,16 @@ urlpatterns = [
     path("courses/", invitations.my_courses, name="my_courses"),
     path("courses/<int:pk>/", invitations.managed_course, name="managed_course"),
     path("courses/<int:pk>/invite/", invitations.invite, name="invite"),
+    path(
+        "courses/<int:pk>/request/",
+        allocations.credit_request_create,
+        name="credit_request_create",
+    ),
+    path(
+        "requests/<int:pk>/answer/",
+        allocations.credit_request_answer,
+        name="credit_request_answer",
+    ),
     path("invitations/<int:pk>/cancel/", invitations.invitation_cancel, name="invitation_cancel"),
     path(
         "invitations/<int:pk>/reinvite/",

@@ -2,6 +2,8 @@
 
 from django import forms
 
+from training.plans.forms import NoNulCharField
+
 ID_FIELD = {"min_value": 1, "max_value": 2**63 - 1, "required": False}
 
 
@@ -75,3 +77,31 @@ class AllocationsPageForm(forms.Form):
     page = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
     course = forms.IntegerField(**ID_FIELD)
     managers_page = forms.IntegerField(min_value=1, max_value=1_000_000, required=False)
+
+
+class CreditRequestForm(forms.Form):
+    """A manager asks for credits for one of their courses."""
+
+    quantity = forms.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        label="Credits",
+        error_messages={
+            "required": "Enter how many credits you need.",
+            "min_value": "Ask for at least one credit.",
+            "max_value": "Ask for at most 100,000 credits at a time.",
+            "invalid": "Enter a whole number of credits.",
+        },
+    )
+    note = NoNulCharField(required=False, max_length=1000, strip=True, label="Note for your admins")
+    token = forms.UUIDField(error_messages={"required": "Reload the page and try again."})
+
+
+class CreditRequestAnswerForm(forms.Form):
+    """An admin approves or declines a request, with a note for the manager."""
+
+    decision = forms.ChoiceField(
+        choices=[("approve", "Approve"), ("decline", "Decline")],
+        error_messages={"invalid_choice": "Choose approve or decline."},
+    )
+    note = NoNulCharField(required=False, max_length=1000, strip=True, label="Note")

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.decorators import admin_required
+from accounts.decorators import admin_required, member_required
 from accounts.models import Membership, User
 from catalog.models import Course, Level
 from credits import selectors as credit_selectors
@@ -21,8 +21,14 @@ from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
 from training.models import CourseManager
 
-from . import services
-from .forms import AllocationForm, AllocationsPageForm, MemberLookupForm
+from . import requests, services
+from .forms import (
+    AllocationForm,
+    AllocationsPageForm,
+    CreditRequestAnswerForm,
+    CreditRequestForm,
+    MemberLookupForm,
+)
 
 # Suggestions offered as the admin types a member's address.
 MEMBERS_SUGGESTED = 10
@@ -225,3 +231,67 @@ def allocation_action(request: HttpRequest) -> HttpResponse:
 def _course_page(course_id: int | None) -> str:
     page = reverse("training:allocations")
     return f"{page}?course={course_id}" if course_id else page
+
+
+@require_POST
+@member_required("manager", "admin")
+def credit_request_create(request: HttpRequest, pk: int) -> HttpResponse:
+    """A manager asks for credits for one of their courses, from that course's page."""
+    manager = get_object_or_404(
+        CourseManager.objects.select_related("course", "organization"),
+        pk=pk,
+        organization=request.organization,
+        user=request.user,
+    )
+    form = CreditRequestForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("training:managed_course", manager.pk)
+    try:
+        asked = requests.credit_request_create(
+            manager=manager,
+            quantity=form.cleaned_data["quantity"],
+            note=form.cleaned_data["note"],
+            token=form.cleaned_data["token"],
+        )
+    except requests.RequestRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(
+            request,
+            f"Asked your admins for {asked.quantity:,} credit{pluralize(asked.quantity)}; "
+            "you will get an email when one of them answers.",
+        )
+    return redirect("training:managed_course", manager.pk)
+
+
+@require_POST
+@admin_required
+def credit_request_answer(request: HttpRequest, pk: int) -> HttpResponse:
+    """An admin approves or declines a manager's request, from the dashboard."""
+    form = CreditRequestAnswerForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("dashboard")
+    decision, note = form.cleaned_data["decision"], form.cleaned_data["note"]
+    answer = {"request_id": pk, "organization": request.organization, "actor": request.user}
+    try:
+        if decision == "approve":
+            done = requests.credit_request_approve(**answer, note=note)
+            messages.success(
+                request,
+                f"Approved: {done.quantity:,} credit{pluralize(done.quantity)} moved to "
+                f"{done.manager.user.email} for {done.manager.course}.",
+            )
+        else:
+            done = requests.credit_request_decline(**answer, note=note)
+            messages.success(request, f"Declined; {done.manager.user.email} is told by email.")
+    except requests.RequestAnswered as answered:
+        messages.info(request, str(answered))
+    except (requests.RequestRefused, CreditsError) as refusal:
+        messages.error(request, str(refusal))
+    return redirect("dashboard")

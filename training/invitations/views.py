@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.decorators import member_required
 from accounts.models import User
 from credits.services import CreditsError, InsufficientCredits
-from training.models import Assignment, CourseManager, Participant
+from training.models import Assignment, CourseManager, CreditRequest, Participant
 from training.plans.forms import PageForm
 
 from . import joining, selectors
@@ -74,6 +74,14 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
             "levels": manager.course.levels.all(),
             "invitations": page,
             "token": uuid.uuid4(),
+            "pending_request": CreditRequest.objects.filter(
+                manager=manager, status=CreditRequest.Status.PENDING
+            ).first(),
+            "last_answer": CreditRequest.objects.filter(manager=manager)
+            .exclude(status=CreditRequest.Status.PENDING)
+            .order_by("-answered_at")
+            .first(),
+            "request_token": uuid.uuid4(),
         },
     )
 
