@@ -6,6 +6,7 @@ from django.utils.html import format_html
 
 from billing.overage import policy_refusal as overage_policy_refusal
 from config.admin import LargeTableAdmin, OwnerFixedAdmin, OwnerFixedInlineForm, organization_filter
+from credits.support import grant_goodwill
 
 from .models import Membership, Organization, User
 
@@ -72,6 +73,7 @@ class OrganizationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["created_at"]
     inlines = [MembershipInline]
+    actions = [grant_goodwill]
 
     @admin.display(description="Ledger")
     def ledger(self, organization: Organization):

@@ -23,6 +23,7 @@ from .models import (
     OverageDue,
     StoredForecast,
 )
+from .support import extend_expiry
 
 
 class LedgerAdmin(LargeTableAdmin, ReadOnlyAdmin):
@@ -46,6 +47,8 @@ class LotAdmin(LedgerAdmin):
     list_filter = [organization_filter(), "source", "expired_at", "revoked_at"]
     search_fields = ["organization__name", "reference"]
     list_select_related = ["organization"]
+    # Support's one write here, through credits/services.py: a later expiry, with a reason.
+    actions = [extend_expiry]
 
 
 @admin.register(Account)

@@ -52,7 +52,7 @@ _NEW_DAYS = (
 
 # The lot equation's two sides, per lot (see its check). Shared by both versions so that
 # they cannot drift apart.
-_GRANTED = "t.kind IN ('grant', 'adjust') AND e.quantity > 0"
+_GRANTED = "t.kind IN ('grant', 'adjust', 'goodwill') AND e.quantity > 0"
 _REMOVED = (
     "(t.kind IN ('redeem', 'capture', 'expire', 'revoke', 'adjust') AND e.quantity < 0)"
     " OR t.kind IN ('reverse', 'restore')"

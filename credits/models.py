@@ -20,6 +20,8 @@ class Lot(models.Model):
         SUBSCRIPTION = "subscription", "Subscription"
         GRANT = "grant", "Grant"
         ADJUSTMENT = "adjustment", "Adjustment"
+        # Support's goodwill credits: given, not sold (no cost).
+        GOODWILL = "goodwill", "Goodwill"
 
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, related_name="lots"
@@ -186,6 +188,10 @@ class LedgerTransaction(models.Model):
         REVERSE = "reverse", "Reversed"
         # Gives back what one revocation took (a Stripe dispute won): see lot_restore.
         RESTORE = "restore", "Restored"
+        # Support's tools: credits given as a gesture (a lot of their own, at no cost), and a
+        # lot's expiry moved later (no entries: the credits stay where they are).
+        GOODWILL = "goodwill", "Goodwill credits"
+        EXTEND = "extend", "Expiry extended"
 
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, related_name="ledger_transactions"

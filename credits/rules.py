@@ -65,9 +65,10 @@ def consumption_order_sql(alias: str, *, reverse: bool = False) -> str:
 # Which transactions' entries make up the figures people are shown. Tuples, so they serve as
 # `kind__in=` and as SQL arrays (`kind = ANY(%s)`) alike.
 
-# Credits that came in: grants (purchases, subscription periods, grants) and support's
-# additions. An adjustment goes either way: only its positive entries were bought.
-BOUGHT_KINDS = (Kind.GRANT, Kind.ADJUST)
+# Credits that came in: grants (purchases, subscription periods, grants), support's
+# additions and goodwill (given at no cost). An adjustment goes either way: only its positive
+# entries were bought.
+BOUGHT_KINDS = (Kind.GRANT, Kind.ADJUST, Kind.GOODWILL)
 
 # What a reversal can give back: a redemption or the start of an assignment.
 REVERSIBLE_KINDS = (Kind.REDEEM, Kind.CAPTURE)
@@ -81,7 +82,7 @@ USED_KINDS = (*REVERSIBLE_KINDS, Kind.REVERSE)
 # whose entries give a revocation back.
 EXPIRED_OR_REVOKED_KINDS = (Kind.EXPIRE, Kind.REVOKE, Kind.RESTORE)
 
-# In none of the groups: holds and their releases write no entries, and a transfer moves
-# credits between accounts of one organization (its entries net to zero for it). Every kind
-# is in exactly one group (a test says so), so a new kind has to be placed.
-NEUTRAL_KINDS = (Kind.HOLD, Kind.RELEASE, Kind.TRANSFER)
+# In none of the groups: holds, their releases and expiry extensions write no entries, and a
+# transfer moves credits between accounts of one organization (its entries net to zero for
+# it). Every kind is in exactly one group (a test says so), so a new kind has to be placed.
+NEUTRAL_KINDS = (Kind.HOLD, Kind.RELEASE, Kind.TRANSFER, Kind.EXTEND)

@@ -42,6 +42,7 @@ from . import rules, validity
 from .models import (
     Account,
     Hold,
+    Holding,
     LedgerEntry,
     LedgerTransaction,
     Lot,
@@ -154,6 +155,61 @@ def lot_grant(
     `expires_not_before` (a subscription period's end plus `RENEWAL_GRACE`) keeps an expiring
     lot usable at least through the end of the local day it falls on, so a period's credits
     outlast the next period's grant however long the period was."""
+    return _grant(
+        organization=organization,
+        quantity=quantity,
+        source=source,
+        invoice_date=invoice_date,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
+        expires_not_before=expires_not_before,
+        actor=actor,
+    )
+
+
+def goodwill_grant(
+    *,
+    organization: Organization,
+    quantity: int,
+    reason: str,
+    actor: User,
+    idempotency_key: str,
+    now: dt.datetime | None = None,
+) -> Lot:
+    """Support's goodwill credits: a lot of their own in the pool (source goodwill, paid for
+    by nobody), valid for the organization's usual validity from today, written as a
+    transaction of kind goodwill whose memo is the reason."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidOperation("Say why these goodwill credits are given.")
+    return _grant(
+        organization=organization,
+        quantity=quantity,
+        source=Lot.Source.GOODWILL,
+        invoice_date=now or timezone.now(),
+        reference="",
+        idempotency_key=idempotency_key,
+        actor=actor,
+        kind=Kind.GOODWILL,
+        memo=reason,
+    )
+
+
+def _grant(
+    *,
+    organization: Organization,
+    quantity: int,
+    source: str,
+    invoice_date: dt.datetime | dt.date,
+    reference: str,
+    idempotency_key: str,
+    expires_at: dt.datetime | None = None,
+    expires_not_before: dt.datetime | None = None,
+    actor: User | None = None,
+    kind: str = Kind.GRANT,
+    memo: str = "",
+) -> Lot:
     _require_positive(quantity)
     if source not in Lot.Source.values:
         raise InvalidOperation(f"Unknown lot source {source!r}.")
@@ -171,15 +227,21 @@ def lot_grant(
     if expires_not_before is not None:
         # Only when given: the fingerprints of every other grant stay what they were.
         params["expires_not_before"] = expires_not_before
+    if memo:
+        params["memo"] = memo
+    if kind == Kind.GOODWILL:
+        # Dated when given: the same form retried a moment later is the same grant.
+        del params["invoiced_at"]
     with transaction.atomic():
         txn, created = _begin(
             organization=organization,
-            kind=Kind.GRANT,
+            kind=kind,
             key=idempotency_key,
             params=params,
             account=pool,
             quantity=quantity,
             reference=reference,
+            memo=memo,
             actor=actor,
         )
         if not created:
@@ -800,6 +862,68 @@ def lot_restore(
         for account_id, lot_id, quantity in taken:
             if lot_id in usable and quantity > 0:
                 _credit(txn, account_id, [_Moved(lot_id, quantity)])
+    return txn
+
+
+def lot_extend(
+    *,
+    lot: Lot,
+    expires_at: dt.datetime,
+    reason: str,
+    actor: User,
+    idempotency_key: str,
+    now: dt.datetime | None = None,
+) -> LedgerTransaction:
+    """Support moves a lot's expiry later, with a reason: a transaction of kind extend (no
+    entries: the credits stay where they are), the lot's new expiry copied onto its holdings
+    by the lot_dates_moved trigger. Only a lot still usable can be extended, and only later:
+    an expired or revoked lot, a lot already past its expiry (its credits are gone, even if
+    the hourly job has not marked it yet) or a lot that never expires is refused, so that no
+    extension brings back credits or shortens what a customer was promised."""
+    now = now or timezone.now()
+    reason = reason.strip()
+    if not reason:
+        raise InvalidOperation("Say why the expiry is extended.")
+    if timezone.is_naive(expires_at):
+        raise InvalidOperation("An expiry must carry a time zone.")
+    params = {"lot": lot.pk, "expires_at": expires_at, "memo": reason}
+    with transaction.atomic():
+        txn, created = _begin(
+            organization=lot.organization_id,
+            kind=Kind.EXTEND,
+            key=idempotency_key,
+            params=params,
+            quantity=0,
+            reference=f"Lot {lot.pk}",
+            memo=reason,
+            actor=actor,
+        )
+        if not created:
+            return txn
+        # The ledger's lock order: the accounts that hold the lot, then the lot's row (the
+        # expiry does the same, so an extension and an expiry of one lot take turns).
+        _lock_accounts(
+            list(Holding.objects.filter(lot_id=lot.pk).values_list("account_id", flat=True))
+        )
+        current = Lot.objects.select_for_update().get(pk=lot.pk)
+        if current.expired_at is not None or current.revoked_at is not None:
+            raise InvalidOperation(
+                f"Lot {lot.pk} has expired or been revoked: its credits are gone. Grant "
+                "goodwill credits instead."
+            )
+        if current.expires_at is None:
+            raise InvalidOperation(f"Lot {lot.pk} never expires: there is nothing to extend.")
+        if current.expires_at <= now:
+            raise InvalidOperation(
+                f"Lot {lot.pk}'s validity has ended already. Grant goodwill credits instead."
+            )
+        if expires_at <= current.expires_at:
+            raise InvalidOperation(
+                f"The new expiry must be later than the current one "
+                f"({current.expires_at:%Y-%m-%d %H:%M %Z}): an extension never shortens a lot."
+            )
+        current.expires_at = expires_at
+        current.save(update_fields=["expires_at"])
     return txn
 
 
