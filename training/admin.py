@@ -9,6 +9,7 @@ from credits.services import CreditsError
 from .models import (
     Assignment,
     CourseManager,
+    CreditRequest,
     Enrollment,
     ItemAssignment,
     LevelChange,
@@ -215,3 +216,14 @@ class AssignmentAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_filter = ["status", organization_filter()]
     search_fields = ["email", "level__course__title", "manager__email"]
     list_select_related = ["level__course", "manager"]
+
+
+@admin.register(CreditRequest)
+class CreditRequestAdmin(LargeTableAdmin, ReadOnlyAdmin):
+    """Managers' requests for credits: answered by the organization's admins on their
+    dashboard, through the ledger; support only looks."""
+
+    list_display = ["manager", "quantity", "status", "created_at", "answered_by", "answered_at"]
+    list_filter = ["status", organization_filter()]
+    search_fields = ["manager__user__email", "manager__course__title", "note"]
+    list_select_related = ["manager__user", "manager__course", "answered_by"]

@@ -151,6 +151,15 @@ class Enrollment(models.Model):
                 condition=models.Q(progress__lte=100), name="enrollment_progress_max"
             ),
         ]
+        indexes = [
+            # Reminders and the "not started for two weeks" list: seats not started yet, by
+            # when they were given.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(status="assigned"),
+                name="enrollment_not_started",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.participant} in {self.level}"

@@ -11,8 +11,14 @@ from .emails import (  # noqa: F401 - registered with the worker through this mo
     send_invitation_short_email,
 )
 from .invitations import services as invitations
+from .plans import turnover
 
 
 @shared_task
 def expire_invitations() -> int:
     return invitations.invitations_expire()
+
+
+@shared_task
+def start_reminders() -> int:
+    return turnover.start_reminders_send()

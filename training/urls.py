@@ -22,6 +22,12 @@ urlpatterns = [
         plans.participant_remove,
         name="participant_remove",
     ),
+    path(
+        "plans/<int:pk>/participants/<int:participant_id>/replace/",
+        plans.participant_replace,
+        name="participant_replace",
+    ),
+    path("plans/not-started/", plans.not_started, name="not_started"),
     path("plans/<int:pk>/items/<int:item_id>/seats/", plans.item_seats, name="item_seats"),
     path(
         "plans/<int:pk>/items/<int:item_id>/assignment/",

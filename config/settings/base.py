@@ -291,6 +291,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "training.tasks.expire_invitations",
         "schedule": crontab(minute="15"),
     },
+    "start-reminders-hourly": {
+        "task": "training.tasks.start_reminders",
+        "schedule": crontab(minute="45"),
+    },
     # Sends what is still unsent and due: emails whose queuing the broker missed, or that
     # failed and are past their backoff. A tick not started within the minute is dropped:
     # the next one does the same work.

@@ -39,6 +39,7 @@ def _admin_pages() -> list[str]:
         "/catalog/",
         "/catalog/cart/",
         "/training/plans/",
+        "/training/plans/not-started/",
         "/training/allocations/",
         "/credits/",
         "/billing/",

@@ -14,7 +14,7 @@ from tests.credits.factories import grant
 from tests.training.factories import plan_with
 from training.allocations import services as allocations
 from training.invitations import services as invitations
-from training.models import CourseManager, Enrollment
+from training.models import CourseManager, CreditRequest, Enrollment
 
 # The simulated checkout exists only with DEBUG on and no Stripe key.
 SIMULATED = {"DEBUG": True, "STRIPE_SECRET_KEY": ""}
@@ -44,11 +44,22 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
         lambda org: {"pk": (p := plan_of(org)).pk, "item_id": p.items.get().pk},
         {},
     ),
+    "training:participant_replace": (
+        "post",
+        lambda org: {"pk": (p := plan_of(org)).pk, "participant_id": p.participants.get().pk},
+        {},
+    ),
     "training:cancel": ("post", lambda org: {"pk": plan_of(org).pk}, {}),
     "training:enrollment_start": ("post", lambda org: {"pk": enrollment_of(org).pk}, {}),
     "training:enrollment_progress": ("post", lambda org: {"pk": enrollment_of(org).pk}, {}),
     "training:managed_course": ("get", lambda org: {"pk": course_manager_of(org).pk}, {}),
     "training:invite": ("post", lambda org: {"pk": course_manager_of(org).pk}, {}),
+    "training:credit_request_create": (
+        "post",
+        lambda org: {"pk": course_manager_of(org).pk},
+        {},
+    ),
+    "training:credit_request_answer": ("post", lambda org: {"pk": credit_request_of(org).pk}, {}),
     "training:invitation_cancel": ("post", lambda org: {"pk": invitation_of(org).pk}, {}),
     "training:invitation_reinvite": ("post", lambda org: {"pk": invitation_of(org).pk}, {}),
     "training:assignment_progress": (
@@ -100,6 +111,12 @@ def enrollment_of(org):
 def course_manager_of(org):
     return CourseManager.objects.create(
         organization=org, course=LevelFactory().course, user=admin_of(org)
+    )
+
+
+def credit_request_of(org):
+    return CreditRequest.objects.create(
+        organization=org, manager=course_manager_of(org), quantity=2, token=uuid.uuid4()
     )
 
 

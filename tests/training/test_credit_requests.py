@@ -162,11 +162,9 @@ def test_another_organizations_admin_cannot_answer(
     client = Client()
     client.force_login(outsider)
     response = client.post(
-        reverse("training:credit_request_answer", args=[asked.pk]),
-        {"decision": "approve"},
-        follow=True,
+        reverse("training:credit_request_answer", args=[asked.pk]), {"decision": "approve"}
     )
-    assert "That request does not exist in this organization." in response.content.decode()
+    assert response.status_code == 404
     asked.refresh_from_db()
     assert asked.status == "pending" and manager_available(managed) == 0
 

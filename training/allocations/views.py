@@ -19,7 +19,7 @@ from catalog.models import Course, Level
 from credits import selectors as credit_selectors
 from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
-from training.models import CourseManager
+from training.models import CourseManager, CreditRequest
 
 from . import requests, services
 from .forms import (
@@ -271,6 +271,9 @@ def credit_request_create(request: HttpRequest, pk: int) -> HttpResponse:
 @admin_required
 def credit_request_answer(request: HttpRequest, pk: int) -> HttpResponse:
     """An admin approves or declines a manager's request, from the dashboard."""
+    # Another organization's request does not exist here (the service checks again under
+    # the row's lock).
+    get_object_or_404(CreditRequest, pk=pk, organization=request.organization)
     form = CreditRequestAnswerForm(request.POST)
     if not form.is_valid():
         for errors in form.errors.values():

@@ -167,3 +167,18 @@ class BulkRemoveForm(forms.Form):
         if any(not 0 < pk < 2**63 for pk in ids):
             raise forms.ValidationError("Tick people in the list to remove them.")
         return ids
+
+
+class ReplaceForm(forms.Form):
+    """Replace learner: the address of the person who takes the seat."""
+
+    email = NoNulCharField(
+        max_length=254,
+        strip=True,
+        label="Give the seat to",
+        error_messages={"required": "Enter the email address of the person to give the seat to."},
+    )
+    # Where the admin clicked: the plan page, or the list of who has not started.
+    back = forms.ChoiceField(
+        choices=[("plan", "plan"), ("not_started", "not_started")], required=False
+    )

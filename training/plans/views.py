@@ -23,7 +23,7 @@ from credits.services import CreditsError, InsufficientCredits
 from training.common import people_phrase
 from training.models import Participant, PlanItem, TrainingPlan
 
-from . import services
+from . import services, turnover
 from .forms import (
     AddPeopleForm,
     AssignmentForm,
@@ -33,6 +33,7 @@ from .forms import (
     MemberSearchForm,
     PageForm,
     PeopleFilterForm,
+    ReplaceForm,
     SeatsForm,
 )
 
@@ -387,3 +388,47 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("training:plan", item.pk)
     messages.success(request, f"Plan {item.name} cancelled. Nothing was charged.")
     return redirect("training:plans")
+
+
+@require_POST
+@admin_required
+def participant_replace(request: HttpRequest, pk: int, participant_id: int) -> HttpResponse:
+    """Replace learner: a confirmed person's seat, not started, goes to someone else with
+    its hold (or redemption); nothing is released or charged."""
+    item = _plan(request, pk)
+    person = get_object_or_404(Participant, pk=participant_id, plan=item)
+    form = ReplaceForm(request.POST)
+    if not form.is_valid():
+        _form_errors(request, form)
+    else:
+        try:
+            new = turnover.participant_replace(
+                participant=person, email=form.cleaned_data["email"], user=request.user
+            )
+        except (services.PlanRefused, CreditsError) as refusal:
+            messages.error(request, str(refusal))
+        else:
+            messages.success(
+                request,
+                f"{person.email}'s seat is now {new.email}'s, with the same credits; "
+                f"{new.email} is getting their email.",
+            )
+    if form.is_valid() and form.cleaned_data["back"] == "not_started":
+        return redirect("training:not_started")
+    return _back_to_plan(request, item)
+
+
+# Seats per page of the "not started for two weeks" list.
+NOT_STARTED_PER_PAGE = 50
+
+
+@never_cache
+@require_GET
+@admin_required
+def not_started(request: HttpRequest) -> HttpResponse:
+    form = PageForm(request.GET)
+    number = form.cleaned_data.get("page") if form.is_valid() else None
+    seats = Paginator(
+        turnover.not_started(organization=request.organization), NOT_STARTED_PER_PAGE
+    ).get_page(number or 1)
+    return render(request, "training/not_started.html", {"seats": seats})

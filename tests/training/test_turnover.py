@@ -1,0 +1,175 @@
+"""Seat turnover (issue 18, part 3): Replace learner moves a seat with its credits and never
+frees or charges them, under any number of simultaneous clicks; reminders to start go once
+each at 3 and 7 days; admins see who has not started for two weeks."""
+
+import datetime as dt
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from credits import selectors
+from credits.audit import ledger_audit
+from credits.models import Hold
+from outbox.models import OutboxMessage
+from tests.credits.factories import grant
+from tests.support.threads import run_threads
+from tests.training.factories import plan_with
+from training.models import Enrollment, Participant
+from training.plans import turnover
+from training.plans.services import PlanRefused, plan_confirm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _audit():
+    yield
+    report = ledger_audit()
+    assert report.ok, report.violations
+
+
+@pytest.fixture(params=["start", "confirm"])
+def policy(request, organization):
+    organization.redemption_point = request.param
+    organization.save()
+    return request.param
+
+
+def confirmed_plan(organization, admin, emails=("ana@acme.test",), costs=(2,)):
+    grant(organization, 20)
+    plan = plan_with(organization, admin, emails=list(emails), costs=costs)
+    plan_confirm(plan=plan, user=admin, token="t")
+    return plan
+
+
+def test_replace_moves_the_seat_and_its_credits_without_freeing_or_charging_them(
+    organization, admin, policy, mailoutbox, django_capture_on_commit_callbacks
+):
+    plan = confirmed_plan(organization, admin, costs=(2, 3))
+    before = selectors.organization_balance(organization=organization)
+    holds = set(Hold.objects.values_list("pk", "status"))
+    ana = plan.participants.get(email="ana@acme.test")
+    with django_capture_on_commit_callbacks(execute=True):
+        ben = turnover.participant_replace(participant=ana, email=" BEN@acme.test ", user=admin)
+    assert ben.email == "ben@acme.test" and ben.confirmed_at is not None
+    ana.refresh_from_db()
+    assert ana.removed_at is not None
+    assert sorted(e.cost for e in Enrollment.objects.filter(participant=ben)) == [2, 3]
+    assert not Enrollment.objects.filter(participant=ana).exists()
+    after = selectors.organization_balance(organization=organization)
+    assert (after.total, after.held) == (before.total, before.held)
+    assert set(Hold.objects.values_list("pk", "status")) == holds  # the same holds, still held
+    assert [m.to for m in mailoutbox] == [["ben@acme.test"]]
+
+
+def test_replace_refuses_what_would_free_or_double_a_seat(organization, admin):
+    organization.redemption_point = "start"
+    organization.save()
+    plan = confirmed_plan(organization, admin, emails=("ana@acme.test", "cy@acme.test"))
+    ana = plan.participants.get(email="ana@acme.test")
+    for email, says in [
+        ("not an address", "Enter the email address"),
+        ("ana@acme.test", "already has this seat"),
+        ("cy@acme.test", "already in this plan"),
+        ("x" * 300 + "@acme.test", "Enter the email address"),
+    ]:
+        with pytest.raises(PlanRefused, match=says):
+            turnover.participant_replace(participant=ana, email=email, user=admin)
+    started = Enrollment.objects.get(participant__email="cy@acme.test")
+    started.start()
+    started.save()
+    with pytest.raises(PlanRefused, match="has started"):
+        turnover.participant_replace(
+            participant=started.participant, email="dee@acme.test", user=admin
+        )
+    turnover.participant_replace(participant=ana, email="ben@acme.test", user=admin)
+    with pytest.raises(PlanRefused, match="no longer in this plan"):
+        turnover.participant_replace(participant=ana, email="eve@acme.test", user=admin)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_simultaneous_replaces_of_one_seat_move_it_once(organization, admin):
+    organization.redemption_point = "start"
+    organization.save()
+    plan = confirmed_plan(organization, admin)
+    for round_ in range(3):
+        holder = plan.participants.get(removed_at__isnull=True)
+        held = selectors.organization_balance(organization=organization).held
+
+        def replace(n: int, holder=holder, round_=round_) -> str:
+            try:
+                turnover.participant_replace(
+                    participant=holder, email=f"r{round_}-{n}@acme.test", user=admin
+                )
+            except PlanRefused:
+                return "refused"
+            return "moved"
+
+        assert run_threads(16, replace).count("moved") == 1
+        (seat,) = Enrollment.objects.exclude(status="removed")
+        assert seat.participant.removed_at is None and seat.participant != holder
+        assert Hold.objects.filter(status="active").count() == 1
+        assert selectors.organization_balance(organization=organization).held == held
+    assert Participant.objects.filter(removed_at__isnull=True).count() == 1
+
+
+def test_reminders_go_at_3_and_7_days_once_each_and_stop_once_started(organization, admin):
+    given = timezone.now()
+    with time_machine.travel(given, tick=False):
+        confirmed_plan(organization, admin, emails=("ana@acme.test", "ben@acme.test"))
+
+    def reminders() -> list[tuple[str, str]]:
+        return sorted(
+            (m.recipient, m.key.split("|")[0].rsplit(":", 1)[1])
+            for m in OutboxMessage.objects.filter(kind=turnover.REMINDER)
+        )
+
+    for hours in (1, 24 * 2):
+        assert turnover.start_reminders_send(now=given + dt.timedelta(hours=hours)) == 0
+    for _ in range(2):  # delivered twice, or the next hour's run: once each
+        turnover.start_reminders_send(now=given + dt.timedelta(days=3, hours=1))
+    assert reminders() == [("ana@acme.test", "3"), ("ben@acme.test", "3")]
+    started = Enrollment.objects.get(participant__email="ben@acme.test")
+    started.start()
+    started.save()
+    turnover.start_reminders_send(now=given + dt.timedelta(days=7, hours=1))
+    turnover.start_reminders_send(now=given + dt.timedelta(days=7, hours=2))
+    assert reminders() == [("ana@acme.test", "3"), ("ana@acme.test", "7"), ("ben@acme.test", "3")]
+    # Two days past a reminder's day, it is not sent late.
+    turnover.start_reminders_send(now=given + dt.timedelta(days=30))
+    assert len(reminders()) == 3
+
+
+def test_the_not_started_page_lists_two_week_old_seats_and_replaces_from_there(
+    organization, admin, admin_client, outsider, other_organization
+):
+    organization.redemption_point = "start"
+    organization.save()
+    with time_machine.travel(timezone.now() - dt.timedelta(days=15)):
+        old = confirmed_plan(organization, admin, emails=("ana@acme.test",))
+        grant(other_organization, 5)
+        theirs = plan_with(other_organization, outsider, emails=["zed@globex.test"])
+        plan_confirm(plan=theirs, user=outsider, token="t")
+    plan_with(organization, admin, emails=["new@acme.test"])  # confirmed or not, too recent
+    url = reverse("training:not_started")
+    page = admin_client.get(url).content.decode()
+    assert page.count('data-testid="not-started"') == 1 and "ana@acme.test" in page
+    assert "zed@globex.test" not in page
+
+    ana = old.participants.get(email="ana@acme.test")
+    replace = reverse("training:participant_replace", args=[old.pk, ana.pk])
+    for email, says in [("", "Enter the email address"), ("a\x00b", "NUL")]:
+        response = admin_client.post(replace, {"email": email, "back": "not_started"}, follow=True)
+        assert response.status_code == 200 and says in response.content.decode()
+    done = admin_client.post(
+        replace, {"email": "ben@acme.test", "back": "not_started"}, follow=True
+    )
+    assert done.redirect_chain[-1][0] == url
+    assert "ana@acme.test&#x27;s seat is now ben@acme.test&#x27;s" in done.content.decode()
+    # The seat was given again just now: off the two-week list.
+    assert 'data-testid="not-started"' not in done.content.decode()
+    assert "Everyone given a seat two weeks ago or more has started" in done.content.decode()
+    foreign = reverse("training:participant_replace", args=[theirs.pk, ana.pk])
+    assert admin_client.post(foreign, {"email": "x@acme.test"}).status_code == 404
