@@ -16,6 +16,7 @@ from config.paging import uncounted_page
 
 from . import selectors
 from .filters import DAY_BOUNDS, HistoryFilter, local_midnight
+from .finance import finance_months
 
 HISTORY_PAGE_SIZE = 25
 # Lots per page: an organization with years of purchases has tens of thousands.
@@ -158,4 +159,56 @@ def history_csv(request: HttpRequest) -> StreamingHttpResponse:
     stamp = timezone.localdate().isoformat()
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="credit-history-{stamp}.csv"'
+    return response
+
+
+# Months of the finance report shown on the page, newest first; the CSV has them all.
+FINANCE_MONTHS_SHOWN = 24
+
+
+@require_GET
+@admin_required
+@replica_reads()
+def finance(request: HttpRequest) -> HttpResponse:
+    """Monthly credits in, consumed, expired and revoked, and outstanding at month end, in
+    credits and at each lot's cost basis (credits/finance.py)."""
+    months = finance_months(organization=request.organization)
+    shown = months[-FINANCE_MONTHS_SHOWN:]
+    peak = max((m.closing.money for m in shown), default=0) or 1
+    bars = []
+    for i, m in enumerate(shown):
+        height = round(float(max(m.closing.money, 0) / peak) * 100, 1)
+        bars.append({"month": m, "x": i * 24, "y": round(105 - height, 1), "height": height})
+    return render(
+        request,
+        "credits/finance.html",
+        {
+            "months": shown[::-1],
+            "bars": bars,
+            "chart_width": max(len(bars) * 24, 24),
+            "more": len(months) > len(shown),
+            "currency": request.organization.currency,
+        },
+    )
+
+
+@require_GET
+@admin_required
+@replica_reads()
+def finance_csv(request: HttpRequest) -> HttpResponse:
+    months = finance_months(organization=request.organization)
+    currency = request.organization.currency
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    stamp = timezone.localdate().isoformat()
+    response["Content-Disposition"] = f'attachment; filename="credit-finance-{stamp}.csv"'
+    writer = csv.writer(response)
+    header = ["month"]
+    for part in ("opening", "added", "consumed", "expired", "revoked", "closing"):
+        header += [f"{part} credits", f"{part} {currency}"]
+    writer.writerow(header)
+    for m in months:
+        row = [m.month.strftime("%Y-%m")]
+        for figure in (m.opening, m.added, m.consumed, m.expired, m.revoked, m.closing):
+            row += [figure.credits, f"{figure.money_major}"]
+        writer.writerow(row)
     return response

@@ -42,6 +42,7 @@ def _admin_pages() -> list[str]:
         "/training/plans/not-started/",
         "/training/allocations/",
         "/credits/",
+        "/credits/finance/",
         "/billing/",
         "/billing/add-credits/?need=999",
         "/billing/add-credits/?quantity=999",
