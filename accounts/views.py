@@ -6,6 +6,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from billing.models import AutoTopUp
 from credits import forecast as credit_forecast
 from credits import selectors as credit_selectors
 from training.allocations.requests import credit_requests_pending
@@ -64,6 +65,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "balance": balance,
             "low_balance": balance.available < organization.low_balance_threshold,
             "forecast": forecast,
+            "auto_top_up_paused": AutoTopUp.objects.filter(
+                organization=organization, status=AutoTopUp.Status.PAUSED
+            ).first(),
             "credit_requests": waiting[:REQUESTS_SHOWN],
             "more_credit_requests": len(waiting) > REQUESTS_SHOWN,
         }

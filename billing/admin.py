@@ -9,6 +9,7 @@ from config.admin import (
 
 from . import webhooks
 from .models import (
+    AutoTopUp,
     CreditPackage,
     Dispute,
     OverageInvoice,
@@ -75,9 +76,24 @@ class PurchaseAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Read-only: purchases change only through Stripe's events. No refund button: all sales
     are final (seed 000)."""
 
-    list_display = ["id", "organization", "quantity", "amount_minor", "currency", "status"]
-    list_filter = ["status", recent_values_filter("currency"), organization_filter()]
+    list_display = [
+        "id", "organization", "quantity", "amount_minor", "currency", "status", "automatic",
+    ]  # fmt: skip
+    list_filter = [
+        "status", "automatic", recent_values_filter("currency"), organization_filter(),
+    ]  # fmt: skip
     search_fields = ["organization__name", "checkout_session_id", "payment_intent_id"]
+    list_select_related = ["organization"]
+
+
+@admin.register(AutoTopUp)
+class AutoTopUpAdmin(LargeTableAdmin, ReadOnlyAdmin):
+    """Set, paused and resumed by the organization's admins (Billing page) and Stripe's
+    events; support looks."""
+
+    list_display = ["organization", "status", "threshold", "quantity", "monthly_cap", "updated_at"]
+    list_filter = ["status", organization_filter()]
+    search_fields = ["organization__name", "paused_reason"]
     list_select_related = ["organization"]
 
 

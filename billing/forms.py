@@ -162,3 +162,47 @@ class SimulatedPaymentForm(forms.Form):
     """The simulated checkout's two buttons."""
 
     action = forms.ChoiceField(choices=[("pay", "Pay"), ("cancel", "Cancel")])
+
+
+class AutoTopUpForm(forms.Form):
+    """Billing page: turn auto top-up on (or change it), or off."""
+
+    action = forms.ChoiceField(choices=[("save", "save"), ("card", "card"), ("off", "off")])
+    threshold = forms.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        required=False,
+        label="When available credits fall below",
+        error_messages={"min_value": "The threshold must be at least one credit."},
+    )
+    quantity = forms.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        label="Buy this many credits",
+        error_messages={"max_value": "Buy at most 100,000 credits at a time."},
+    )
+    monthly_cap = forms.IntegerField(
+        min_value=1,
+        max_value=10_000_000,
+        required=False,
+        label="At most this many credits a month",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("action") in ("save", "card"):
+            for name in ("threshold", "quantity", "monthly_cap"):
+                if cleaned.get(name) is None and name not in self.errors:
+                    self.add_error(name, "Enter a whole number.")
+        return cleaned
+
+
+class SimulatedSetupForm(forms.Form):
+    card = forms.ChoiceField(
+        choices=[
+            ("pm_sim_ok", "pays"),
+            ("pm_sim_declined", "declined"),
+            ("pm_sim_authentication", "authentication"),
+        ]
+    )

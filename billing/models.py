@@ -111,6 +111,9 @@ class Purchase(models.Model):
         "credits.Lot", on_delete=models.PROTECT, null=True, blank=True, related_name="purchase"
     )
     paid_at = models.DateTimeField(null=True, blank=True)
+    # An auto top-up (billing/autotopup.py): charged off-session to the saved card, without
+    # a checkout; its credits come from the same payment webhooks as any purchase.
+    automatic = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -118,6 +121,13 @@ class Purchase(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["organization", "request_token"], name="purchase_request_once"
+            ),
+            # At most one auto top-up in flight per organization, however many redemptions
+            # cross the threshold at the same instant.
+            models.UniqueConstraint(
+                fields=["organization"],
+                condition=models.Q(automatic=True, status="pending"),
+                name="purchase_one_topup_in_flight",
             ),
             models.CheckConstraint(condition=models.Q(quantity__gte=1), name="purchase_qty_pos"),
         ]
@@ -405,3 +415,43 @@ class OverageInvoice(models.Model):
         """The overage rows' reference while they are being invoiced; also the stem of the
         Stripe idempotency keys."""
         return f"overage:{self.organization_id}:{self.month}"
+
+
+class AutoTopUp(models.Model):
+    """An organization's "when available credits fall below `threshold`, buy `quantity`",
+    with a card saved through Stripe Checkout in setup mode, at most `monthly_cap` credits
+    a calendar month (the organization's zone). A declined card, or one that needs the
+    customer to authenticate, pauses it until an admin sets a card up again."""
+
+    class Status(models.TextChoices):
+        SETTING_UP = "setting_up", "Waiting for the card"
+        ACTIVE = "active", "On"
+        PAUSED = "paused", "Paused"
+        OFF = "off", "Off"
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="auto_top_up"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SETTING_UP)
+    threshold = models.PositiveIntegerField()
+    quantity = models.PositiveIntegerField()
+    monthly_cap = models.PositiveIntegerField()
+    configured_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    setup_session_id = models.CharField(max_length=255, blank=True)
+    payment_method_id = models.CharField(max_length=255, blank=True)
+    paused_reason = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(quantity__gte=1, threshold__gte=1, monthly_cap__gte=1)
+                & models.Q(quantity__lte=models.F("monthly_cap")),
+                name="auto_top_up_figures",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Auto top-up of {self.organization}: {self.get_status_display()}"

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from accounts.decorators import admin_required
 
 from . import forms, stripe_gateway
-from .models import Purchase, Subscription, SubscriptionPlan
+from .models import AutoTopUp, Purchase, Subscription, SubscriptionPlan
 
 UNREACHABLE = (
     "The simulated payment could not reach this site's webhook, so nothing was paid. "
@@ -189,3 +189,52 @@ def _post_signed(request: HttpRequest, event: dict) -> None:
     )
     with urllib.request.urlopen(webhook, timeout=15) as response:  # noqa: S310
         response.read()
+
+
+_SIMULATED_SETUP = re.compile(r"cs_sim_setup_(\d+)_([0-9a-f]{32})")
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@admin_required
+def simulated_setup(request: HttpRequest, session_id: str) -> HttpResponse:
+    """Offline stand-in for Checkout in setup mode: the admin picks a test card (one that
+    pays, one that is declined, one that needs authentication) and "Save card" posts the
+    signed checkout.session.completed Stripe would send."""
+    if not stripe_gateway.simulated():
+        raise Http404("There is no simulated checkout on this site.")
+    match = _SIMULATED_SETUP.fullmatch(session_id)
+    if match is None or int(match.group(1)) != request.organization.pk:
+        raise Http404("No such checkout session.")
+    auto = get_object_or_404(
+        AutoTopUp, organization=request.organization, setup_session_id=session_id
+    )
+    if request.method == "GET":
+        return render(
+            request,
+            "billing/simulated_setup.html",
+            {"auto": auto, "cards": stripe_gateway.SIMULATED_CARDS},
+        )
+    form = forms.SimulatedSetupForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a test card.")
+        return redirect(request.path)
+    session = {
+        "id": session_id,
+        "object": "checkout.session",
+        "mode": "setup",
+        "status": "complete",
+        "metadata": {"organization_id": str(auto.organization_id), "auto_top_up": "1"},
+        "setup_intent": {
+            "id": f"seti_sim_{auto.organization_id}",
+            "object": "setup_intent",
+            "payment_method": form.cleaned_data["card"],
+        },
+    }
+    try:
+        _post_signed(request, _event("checkout.session.completed", session))
+    except OSError:
+        messages.error(request, UNREACHABLE)
+        return redirect("billing:overview")
+    messages.success(request, "Card saved: auto top-up is on.")
+    return redirect("billing:overview")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import stripe
@@ -23,7 +24,7 @@ from django.urls import reverse
 from accounts.models import Organization
 from config.errors import Refusal
 
-from .models import Purchase, StripeCustomer, Subscription, SubscriptionPlan
+from .models import AutoTopUp, Purchase, StripeCustomer, Subscription, SubscriptionPlan
 
 
 class PaymentsUnavailable(Refusal):
@@ -282,3 +283,94 @@ def invoice_hosted_url(invoice_id: str) -> str:
         return stripe_client().v1.invoices.retrieve(invoice_id).hosted_invoice_url or ""
     except stripe.StripeError:
         return ""
+
+
+# --- Auto top-up: a card saved in setup mode, then off-session charges -------------------
+
+
+def setup_session_create(auto: AutoTopUp, token: str) -> tuple[str, str]:
+    """(session id, address to send the admin to) for saving the auto top-up's card."""
+    success = settings.SITE_URL + reverse("billing:overview") + "?auto_top_up=saved"
+    cancel = settings.SITE_URL + reverse("billing:overview")
+    if simulated():
+        session_id = f"cs_sim_setup_{auto.organization_id}_{token}"
+        return session_id, reverse("billing:simulated_setup", args=[session_id])
+    session = stripe_client().v1.checkout.sessions.create(
+        params={
+            "mode": "setup",
+            "currency": auto.organization.currency.lower(),
+            "customer": customer_id_for(auto.organization),
+            "metadata": {"organization_id": str(auto.organization_id), "auto_top_up": "1"},
+            "success_url": success,
+            "cancel_url": cancel,
+        },
+        options={"idempotency_key": f"auto-top-up:{auto.organization_id}:setup:{token}"},
+    )
+    return session.id, session.url
+
+
+def setup_intent_payment_method(setup_intent_id: str) -> str:
+    intent = stripe_client().v1.setup_intents.retrieve(setup_intent_id).to_dict()
+    method = intent.get("payment_method")
+    return method if isinstance(method, str) else (method or {}).get("id", "")
+
+
+@dataclass(frozen=True)
+class ChargeOutcome:
+    """What Stripe answered an off-session charge: `status` "succeeded" or "processing"
+    (the credits come with payment_intent.succeeded), or `declined` / `authentication`
+    with Stripe's message."""
+
+    status: str
+    payment_intent_id: str = ""
+    message: str = ""
+
+
+def off_session_charge(purchase: Purchase, payment_method_id: str) -> ChargeOutcome:
+    """Charge the saved card for an auto top-up, without the customer. Keyed by the
+    purchase, so a retried task charges once."""
+    if simulated():
+        return _simulated_charge(purchase, payment_method_id)
+    try:
+        intent = stripe_client().v1.payment_intents.create(
+            params={
+                "amount": purchase.amount_minor,
+                "currency": purchase.currency.lower(),
+                "customer": customer_id_for(purchase.organization),
+                "payment_method": payment_method_id,
+                "off_session": True,
+                "confirm": True,
+                "description": f"{purchase.quantity:,} training credits (auto top-up)",
+                "metadata": {
+                    "organization_id": str(purchase.organization_id),
+                    "purchase_id": str(purchase.pk),
+                    "auto_top_up": "1",
+                },
+            },
+            options={"idempotency_key": f"purchase:{purchase.pk}:off-session"},
+        )
+    except stripe.CardError as error:
+        intent = error.error.payment_intent if error.error else None
+        kind = "authentication" if error.code == "authentication_required" else "declined"
+        return ChargeOutcome(kind, getattr(intent, "id", "") or "", error.user_message or "")
+    return ChargeOutcome(intent.status, intent.id)
+
+
+SIMULATED_CARDS = {
+    "pm_sim_ok": "A card that pays",
+    "pm_sim_declined": "A card that is declined",
+    "pm_sim_authentication": "A card that asks the customer to authenticate",
+}
+
+
+def _simulated_charge(purchase: Purchase, payment_method_id: str) -> ChargeOutcome:
+    """The simulated card's outcome. One that pays has Stripe's payment_intent.succeeded
+    event stored as if it came through the webhook, so the same fulfilment runs."""
+    intent_id = f"pi_sim_{purchase.pk}"
+    if payment_method_id == "pm_sim_declined":
+        return ChargeOutcome("declined", intent_id, "Your card was declined.")
+    if payment_method_id == "pm_sim_authentication":
+        return ChargeOutcome(
+            "authentication", intent_id, "This payment needs the cardholder to authenticate."
+        )
+    return ChargeOutcome("succeeded", intent_id)

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from . import checkout, overage, webhooks
+from . import autotopup, checkout, overage, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +60,15 @@ def overage_invoices_monthly() -> int:
 @shared_task(autoretry_for=(Exception,), retry_backoff=60, max_retries=5)
 def overage_invoice(organization_id: int) -> str | None:
     return overage.overage_invoice(organization_id=organization_id)
+
+
+# Acknowledged once it ran; the PaymentIntent is keyed by the purchase, so a task delivered
+# twice, or retried after a time-out, charges once.
+@shared_task(acks_late=True)
+def auto_top_up_charge(purchase_id: int) -> str:
+    return autotopup.auto_top_up_charge(purchase_id=purchase_id)
+
+
+@shared_task
+def auto_top_ups_check() -> int:
+    return autotopup.auto_top_ups_check()

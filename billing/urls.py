@@ -18,4 +18,6 @@ urlpatterns = [
         simulated.simulated_checkout,
         name="simulated_checkout",
     ),
+    path("simulated-setup/<str:session_id>/", simulated.simulated_setup, name="simulated_setup"),
+    path("auto-top-up/", views.auto_top_up, name="auto_top_up"),
 ]

@@ -4,6 +4,7 @@ import zoneinfo
 
 import stripe
 from django.contrib import messages
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -18,6 +19,7 @@ from credits import selectors as credit_selectors
 from credits import validity
 
 from . import (
+    autotopup,
     charts,
     checkout,
     forms,
@@ -29,7 +31,7 @@ from . import (
     webhooks,
 )
 from .errors import PurchaseRefused
-from .models import CreditPackage, Purchase, SubscriptionPlan
+from .models import AutoTopUp, CreditPackage, Purchase, SubscriptionPlan
 
 
 def _local_path(request: HttpRequest, value: str) -> str:
@@ -213,7 +215,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "upgrades": upgrades,
         # A purchase whose Stripe request never went through has nothing to show.
         "purchases": Purchase.objects.filter(
-            organization=organization, checkout_session_id__isnull=False
+            Q(checkout_session_id__isnull=False) | Q(automatic=True), organization=organization
         ).select_related("lot")[:20],
         "overages": credit_selectors.overages(organization=organization)[:20],
         "failed_overage_invoices": overage.failed_overage_invoices(organization=organization),
@@ -222,6 +224,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         # key, which Stripe refuses to reuse for another plan.
         "subscribe_choices": [(plan, uuid.uuid4()) for plan in plans],
         "simulated": stripe_gateway.simulated(),
+        "auto_top_up": AutoTopUp.objects.filter(organization=organization).first(),
+        "auto_bought": autotopup.bought_this_month(organization=organization),
     }
     return render(request, "billing/overview.html", context)
 
@@ -333,3 +337,37 @@ def customer_portal(request: HttpRequest) -> HttpResponse:
     except stripe.StripeError:
         messages.error(request, "Stripe did not answer; please try again.")
     return redirect("billing:overview")
+
+
+@require_POST
+@admin_required
+def auto_top_up(request: HttpRequest) -> HttpResponse:
+    """Auto top-up: save its figures (keeping the card on file), set a card up (Checkout in
+    setup mode), or turn it off."""
+    form = forms.AutoTopUpForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("billing:overview")
+    action = form.cleaned_data["action"]
+    if action == "off":
+        autotopup.auto_top_up_turn_off(organization=request.organization)
+        messages.success(request, "Auto top-up is off. Nothing more will be bought by itself.")
+        return redirect("billing:overview")
+    try:
+        url = autotopup.auto_top_up_configure(
+            organization=request.organization,
+            user=request.user,
+            threshold=form.cleaned_data["threshold"],
+            quantity=form.cleaned_data["quantity"],
+            monthly_cap=form.cleaned_data["monthly_cap"],
+            new_card=action == "card",
+        )
+    except (autotopup.AutoTopUpRefused, stripe_gateway.PaymentsUnavailable) as refusal:
+        messages.error(request, str(refusal))
+        return redirect("billing:overview")
+    if url is None:
+        messages.success(request, "Auto top-up saved; the card on file is kept.")
+        return redirect("billing:overview")
+    return redirect(url)

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import checkout, overage, refunds, subscriptions
+from . import autotopup, checkout, overage, refunds, subscriptions
 from .errors import EventNotApplicable
 from .models import StripeEvent
 
@@ -41,7 +41,9 @@ def _event_time(event: dict) -> dt.datetime:
 
 
 def _checkout_completed(obj: dict, event: dict) -> None:
-    if obj.get("mode") == "subscription":
+    if obj.get("mode") == "setup":
+        autotopup.setup_completed(session=obj)
+    elif obj.get("mode") == "subscription":
         subscriptions.subscription_checkout_completed(session=obj)
     else:
         checkout.checkout_session_fulfil(session=obj, paid_at=_event_time(event))
@@ -85,6 +87,16 @@ HANDLERS: dict[str, Callable[[dict, dict], object]] = {
         session=obj
     ),
     "checkout.session.expired": lambda obj, event: checkout.checkout_session_expire(session=obj),
+    "payment_intent.succeeded": lambda obj, event: (
+        autotopup.payment_succeeded(intent=obj, paid_at=_event_time(event))
+        if (obj.get("metadata") or {}).get("auto_top_up")
+        else None
+    ),
+    "payment_intent.payment_failed": lambda obj, event: (
+        autotopup.payment_failed(intent=obj)
+        if (obj.get("metadata") or {}).get("auto_top_up")
+        else None
+    ),
     "charge.refunded": refunds.charge_refunded,
     "charge.dispute.created": refunds.dispute_changed,
     "charge.dispute.updated": refunds.dispute_changed,

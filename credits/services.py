@@ -38,7 +38,7 @@ from accounts.models import Organization, User
 from catalog.models import Course
 from config.errors import Refusal
 
-from . import rules, validity
+from . import rules, signals, validity
 from .models import (
     Account,
     Hold,
@@ -309,6 +309,7 @@ def credits_redeem(
         raise IdempotencyConflict(idempotency_key)
     if replayed:
         return LedgerTransaction.objects.get(pk=transaction_id)
+    _available_lowered(account.organization_id)
     return _transaction_instance(
         id=transaction_id,
         organization_id=account.organization_id,
@@ -430,6 +431,7 @@ def holds_place_batch(
                 shortfall=total - max(available, 0), available=max(available, 0)
             )
         Account.objects.filter(pk=locked.pk).update(held=F("held") + total)
+        _available_lowered(account.organization_id)
         return Hold.objects.bulk_create(
             Hold(
                 account=locked,
@@ -546,6 +548,8 @@ def credits_transfer(
         _lock_accounts([source.pk, destination.pk])
         moved = _take(txn, source.pk, quantity, allow_overage=False)
         _credit(txn, destination.pk, moved)
+        if source.kind == Account.Kind.POOL:
+            _available_lowered(source.organization_id)
     return txn
 
 
@@ -1159,6 +1163,15 @@ def reversal_figures(*, reversal: LedgerTransaction) -> ReversalFigures:
 class _Moved:
     lot_id: int
     quantity: int
+
+
+def _available_lowered(organization_id: int) -> None:
+    """Tell whoever listens (auto top-up) once this write commits: never inside the ledger's
+    locks, and never for a write that rolls back."""
+    transaction.on_commit(
+        lambda: signals.available_lowered.send(sender=Account, organization_id=organization_id),
+        robust=True,
+    )
 
 
 def _require_positive(quantity: int) -> None:

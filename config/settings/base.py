@@ -291,6 +291,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "training.tasks.expire_invitations",
         "schedule": crontab(minute="15"),
     },
+    # Auto top-up starts from the ledger's signal; this catches one a lost process missed.
+    "auto-top-ups-check": {
+        "task": "billing.tasks.auto_top_ups_check",
+        "schedule": crontab(minute="*/5"),
+    },
     "start-reminders-hourly": {
         "task": "training.tasks.start_reminders",
         "schedule": crontab(minute="45"),

@@ -56,6 +56,9 @@ class FakeStripe(stripe.HTTPClient):
         self.idempotent = False
         self._replies: dict[str, tuple[Call, int, dict]] = {}
         self.model = SubscriptionModel(self)
+        # Off-session charges (auto top-up): what each saved card does when charged.
+        self.card_outcomes: dict[str, str] = {}
+        self.setup_intents: dict[str, str] = {}  # setup intent id -> its saved card
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         parts = urlsplit(url)
@@ -85,6 +88,24 @@ class FakeStripe(stripe.HTTPClient):
         return json.dumps(body), status, {"Request-Id": f"req_{next(self._ids)}"}
 
     def _refusal(self, call: Call) -> tuple[int, dict] | None:
+        if call.path == "/v1/payment_intents" and call.method == "POST":
+            outcome = self.card_outcomes.get(call.params.get("payment_method", ""), "succeeded")
+            if outcome != "succeeded":
+                # As Stripe answers a confirmed off-session payment that fails: 402, a card
+                # error naming the PaymentIntent, left requiring a payment method.
+                intent = self._payment_intent(call, "requires_payment_method")
+                message = {
+                    "card_declined": "Your card was declined.",
+                    "authentication_required": "Your card was declined. This transaction "
+                    "requires authentication.",
+                }[outcome]
+                error = {
+                    "type": "card_error",
+                    "code": outcome,
+                    "message": message,
+                    "payment_intent": intent,
+                }
+                return 402, {"error": error}
         if self.refuse_next.get(call.path):
             self.refuse_next[call.path] -= 1
             return 400, {"error": {"type": "invalid_request_error", "message": "refused"}}
@@ -98,7 +119,30 @@ class FakeStripe(stripe.HTTPClient):
                 return 400, {"error": error}
         return None
 
+    def _payment_intent(self, call: Call, status: str) -> dict:
+        return {
+            "id": f"pi_test_{call.params.get('metadata[purchase_id]')}",
+            "object": "payment_intent",
+            "amount": int(call.params["amount"]),
+            "currency": call.params["currency"],
+            "status": status,
+            "metadata": {
+                key[len("metadata[") : -1]: value
+                for key, value in call.params.items()
+                if key.startswith("metadata[")
+            },
+        }
+
     def _answer(self, call: Call) -> dict:
+        if call.path == "/v1/payment_intents":
+            return self._payment_intent(call, "succeeded")
+        if call.path.startswith("/v1/setup_intents/"):
+            intent_id = call.path.rsplit("/", 1)[1]
+            return {
+                "id": intent_id,
+                "object": "setup_intent",
+                "payment_method": self.setup_intents[intent_id],
+            }
         if call.path == "/v1/customers":
             return {"id": f"cus_test_{next(self._ids)}", "object": "customer"}
         if call.path == "/v1/checkout/sessions":

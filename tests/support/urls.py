@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import Membership
+from billing.models import AutoTopUp
 from catalog.services import cart_add
 from tests.billing.factories import PurchaseFactory
 from tests.catalog.factories import LevelFactory
@@ -72,6 +73,11 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
         lambda org: {"session_id": PurchaseFactory(organization=org).checkout_session_id},
         SIMULATED,
     ),
+    "billing:simulated_setup": (
+        "get",
+        lambda org: {"session_id": setup_session_of(org)},
+        SIMULATED,
+    ),
 }
 
 PUBLIC_PARAMETER_URLS = {
@@ -112,6 +118,20 @@ def course_manager_of(org):
     return CourseManager.objects.create(
         organization=org, course=LevelFactory().course, user=admin_of(org)
     )
+
+
+def setup_session_of(org):
+    """An auto top-up waiting for its card, with its simulated setup session."""
+    session_id = f"cs_sim_setup_{org.pk}_{uuid.uuid4().hex}"
+    AutoTopUp.objects.create(
+        organization=org,
+        threshold=5,
+        quantity=10,
+        monthly_cap=50,
+        configured_by=admin_of(org),
+        setup_session_id=session_id,
+    )
+    return session_id
 
 
 def credit_request_of(org):
