@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 import zoneinfo
 
@@ -88,6 +89,7 @@ def auto_top_up_configure(
             auto.status = AutoTopUp.Status.SETTING_UP
             auto.setup_session_id = ""
         auto.save()
+    transaction.on_commit(_forget_active)
     if keep:
         transaction.on_commit(lambda: auto_top_up_check(organization_id=organization.pk))
         return None
@@ -101,6 +103,7 @@ def auto_top_up_configure(
 
 def auto_top_up_turn_off(*, organization: Organization) -> None:
     AutoTopUp.objects.filter(organization=organization).update(status=AutoTopUp.Status.OFF)
+    _forget_active()
 
 
 def setup_completed(*, session: dict) -> None:
@@ -125,6 +128,7 @@ def setup_completed(*, session: dict) -> None:
         locked.status = AutoTopUp.Status.ACTIVE
         locked.paused_reason = ""
         locked.save(update_fields=["payment_method_id", "status", "paused_reason", "updated_at"])
+    _forget_active()
     auto_top_up_check(organization_id=auto.organization_id)
 
 
@@ -220,6 +224,7 @@ def _fail(purchase: Purchase, why: str, message: str) -> None:
         auto.status = AutoTopUp.Status.PAUSED
         auto.paused_reason = reason
         auto.save(update_fields=["status", "paused_reason", "updated_at"])
+        transaction.on_commit(_forget_active)
     organization = Organization.objects.get(pk=purchase.organization_id)
     admins = list(
         Membership.objects.filter(
@@ -330,11 +335,39 @@ def _simulated_succeeded(purchase: Purchase, intent_id: str) -> None:
     webhooks.event_store(body=json.dumps(event).encode())
 
 
+# Which organizations have auto top-up on, as this process last read it: every redemption
+# asks, and most organizations have none, so the answer is read once every ACTIVE_TTL
+# seconds (one query for all of them) rather than once per redemption. This process forgets
+# it whenever it changes a setting itself; another process sees a change within ACTIVE_TTL,
+# and beat's check covers that gap. The database alone decides whether a top-up starts.
+ACTIVE_TTL = 30.0
+_active: tuple[float, frozenset[int]] = (0.0, frozenset())
+
+
+def _active_organizations() -> frozenset[int]:
+    global _active
+    expires, ids = _active
+    if time.monotonic() >= expires:
+        ids = frozenset(
+            AutoTopUp.objects.filter(status=AutoTopUp.Status.ACTIVE).values_list(
+                "organization_id", flat=True
+            )
+        )
+        _active = (time.monotonic() + ACTIVE_TTL, ids)
+    return ids
+
+
+def _forget_active() -> None:
+    global _active
+    _active = (0.0, frozenset())
+
+
 def on_available_lowered(sender, *, organization_id: int, **kwargs) -> None:
     """The ledger lowered an organization's available credits (after its commit). A failure
     here never reaches the request that spent the credits: beat checks again."""
     try:
-        auto_top_up_check(organization_id=organization_id)
+        if organization_id in _active_organizations():
+            auto_top_up_check(organization_id=organization_id)
     except Exception:
         log.exception("auto top-up check failed for organization %s", organization_id)
 
