@@ -325,6 +325,12 @@ class Assignment(models.Model):
                 fields=["organization", "manager", "course", "-created_at", "-id"],
                 name="assignment_manager_newest",
             ),
+            # Reminders: invitations still pending, by when they were sent.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(status="invited"),
+                name="assignment_pending_since",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -58,6 +58,11 @@ urlpatterns = [
     ),
     path("invitations/<int:pk>/cancel/", invitations.invitation_cancel, name="invitation_cancel"),
     path(
+        "invitations/<int:pk>/replace/",
+        invitations.invitation_replace,
+        name="invitation_replace",
+    ),
+    path(
         "invitations/<int:pk>/reinvite/",
         invitations.invitation_reinvite,
         name="invitation_reinvite",

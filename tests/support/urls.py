@@ -63,6 +63,7 @@ OBJECT_URLS: dict[str, tuple[str, Callable, dict]] = {
     "training:credit_request_answer": ("post", lambda org: {"pk": credit_request_of(org).pk}, {}),
     "training:invitation_cancel": ("post", lambda org: {"pk": invitation_of(org).pk}, {}),
     "training:invitation_reinvite": ("post", lambda org: {"pk": invitation_of(org).pk}, {}),
+    "training:invitation_replace": ("post", lambda org: {"pk": invitation_of(org).pk}, {}),
     "training:assignment_progress": (
         "post",
         lambda org: {"pk": invitation_of(org, accepted_by_admin=True).pk},

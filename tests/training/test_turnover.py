@@ -173,3 +173,88 @@ def test_the_not_started_page_lists_two_week_old_seats_and_replaces_from_there(
     assert "Everyone given a seat two weeks ago or more has started" in done.content.decode()
     foreign = reverse("training:participant_replace", args=[theirs.pk, ana.pk])
     assert admin_client.post(foreign, {"email": "x@acme.test"}).status_code == 404
+
+
+# --- A manager's pending invitations ------------------------------------------------------
+
+
+def _invitation(organization, admin, manager, email="ana@x.test"):
+    from tests.training.test_invitations import _course, invite
+
+    managed, level = _course(organization, admin, manager)
+    (sent,), _ = invite(managed, level, email)
+    return managed, sent
+
+
+def test_replacing_an_invitation_moves_its_hold_and_kills_the_old_link(
+    organization, admin, manager, client, mailoutbox, django_capture_on_commit_callbacks
+):
+    from training.invitations import services as invitations
+
+    managed, sent = _invitation(organization, admin, manager)
+    hold, old_token = sent.hold_id, sent.token
+    with django_capture_on_commit_callbacks(execute=True):
+        moved = invitations.invitation_replace(
+            assignment=sent, email="BEN@x.test", expected_email="ana@x.test"
+        )
+    assert (moved.email, moved.hold_id, moved.status) == ("ben@x.test", hold, "invited")
+    assert Hold.objects.get(pk=hold).status == "active"
+    assert [m.to for m in mailoutbox] == [["ben@x.test"]]
+    old = client.get(reverse("training:accept", args=[old_token])).content.decode()
+    assert "replaced by a newer one" in old
+    with pytest.raises(invitations.InvitationRefused, match="given to ben@x.test meanwhile"):
+        invitations.invitation_replace(
+            assignment=sent, email="cy@x.test", expected_email="ana@x.test"
+        )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_simultaneous_replaces_of_one_invitation_move_it_once(organization, admin, manager):
+    from training.invitations import services as invitations
+    from training.models import Assignment
+
+    _, sent = _invitation(organization, admin, manager)
+
+    def replace(n: int) -> str:
+        try:
+            invitations.invitation_replace(
+                assignment=sent, email=f"r{n}@x.test", expected_email="ana@x.test"
+            )
+        except invitations.InvitationRefused:
+            return "refused"
+        return "moved"
+
+    assert run_threads(16, replace).count("moved") == 1
+    (pending,) = Assignment.objects.filter(status="invited")
+    assert pending.email.startswith("r") and pending.hold_id == sent.hold_id
+    assert Hold.objects.filter(status="active").count() == 1
+
+
+def test_pending_invitations_are_reminded_and_listed_after_two_weeks(
+    organization, admin, manager, manager_client
+):
+    given = timezone.now() - dt.timedelta(days=15)
+    with time_machine.travel(given, tick=False):
+        managed, sent = _invitation(organization, admin, manager)
+    turnover.start_reminders_send(now=given + dt.timedelta(days=3, hours=1))
+    turnover.start_reminders_send(now=given + dt.timedelta(days=3, hours=2))
+    (reminder,) = OutboxMessage.objects.filter(kind=turnover.REMINDER)
+    assert reminder.recipient == "ana@x.test" and str(sent.token) in reminder.text
+    url = reverse("training:managed_course", args=[managed.pk])
+    stale = manager_client.get(url, {"stale": "1"}).content.decode()
+    assert stale.count('data-testid="invitation"') == 1
+    replace = reverse("training:invitation_replace", args=[sent.pk])
+    for fields, says in [
+        ({"email": "", "expected": "ana@x.test"}, "Enter the email address"),
+        ({"email": "x\x00@x.test", "expected": "ana@x.test"}, "Null characters"),
+        ({"email": "b" * 300, "expected": "ana@x.test"}, "at most 254 characters"),
+    ]:
+        page = manager_client.post(replace, fields, follow=True).content.decode()
+        assert says in page
+    done = manager_client.post(
+        replace, {"email": "ben@x.test", "expected": "ana@x.test"}, follow=True
+    ).content.decode()
+    assert "ana@x.test&#x27;s invitation is now ben@x.test&#x27;s" in done
+    # Given again just now: off the two-week list.
+    again = manager_client.get(url, {"stale": "1"}).content.decode()
+    assert 'data-testid="invitation"' not in again and "has joined" in again

@@ -89,3 +89,16 @@ class ResendForm(forms.Form):
     """Re-invite: the rendered form's token makes a double click send one new link."""
 
     token = forms.UUIDField(required=False)
+
+
+class ReplaceInvitationForm(forms.Form):
+    """Give a pending invitation to someone else: the new address, and the one the page
+    showed (a seat given away meanwhile is refused, not moved twice)."""
+
+    email = forms.CharField(
+        max_length=254,
+        strip=True,
+        error_messages={"required": "Enter the email address of the person to invite instead."},
+    )
+    expected = forms.CharField(max_length=254, strip=True)
+    page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)

@@ -273,6 +273,72 @@ def reinvite(*, assignment: Assignment, form_token: str = "") -> Assignment:
     return assignment
 
 
+def invitation_replace(*, assignment: Assignment, email: str, expected_email: str) -> Assignment:
+    """Give a pending invitation's seat to someone else (seed 002's turnover): the same hold
+    moves with it, never released, so no other invitation can take the credit meanwhile.
+    The old link dies (it says it was replaced), the new address gets a link valid from now.
+    `expected_email` is the address the manager's page showed: a seat given away meanwhile
+    (another tab, a second click) is refused instead of being moved a second time."""
+    email = email.strip().lower()
+    try:
+        if len(email) > 254:
+            raise ValidationError("too long")
+        validate_email(email)
+    except ValidationError:
+        raise InvitationRefused(
+            "Enter the email address of the person to invite instead."
+        ) from None
+    with transaction.atomic():
+        assignment = _locked(assignment)
+        if assignment.status != Assignment.Status.INVITED:
+            raise InvitationRefused(
+                f"This invitation is {assignment.get_status_display().lower()}: only a pending "
+                "invitation can be given to someone else."
+            )
+        if assignment.email != expected_email.strip().lower():
+            raise InvitationRefused(
+                f"This seat was given to {assignment.email} meanwhile: nothing was changed."
+            )
+        if email == assignment.email:
+            raise InvitationRefused(f"{email} already has this invitation.")
+        if Assignment.objects.filter(
+            organization=assignment.organization,
+            course=assignment.course,
+            email=email,
+            status__in=[
+                Assignment.Status.INVITED,
+                Assignment.Status.ACCEPTED,
+                Assignment.Status.STARTED,
+            ],
+        ).exists():
+            raise InvitationRefused(f"{email} is already invited to or taking {assignment.course}.")
+        now = timezone.now()
+        assignment.replaced_tokens = [*assignment.replaced_tokens, assignment.token]
+        assignment.token = uuid.uuid4()
+        assignment.email, assignment.user = email, None
+        assignment.expires_at = now + dt.timedelta(days=settings.INVITATION_VALID_DAYS)
+        # The seat is given now: reminders and "not started for two weeks" count from here.
+        assignment.created_at = now
+        try:
+            with transaction.atomic():
+                assignment.save(
+                    update_fields=[
+                        "token", "replaced_tokens", "email", "user", "expires_at", "created_at",
+                    ]
+                )  # fmt: skip
+        except IntegrityError:
+            # Invited by another tab at this instant: one pending invitation per address.
+            raise InvitationRefused(
+                f"{email} was invited to {assignment.course} meanwhile: nothing was changed."
+            ) from None
+        messages_enqueue(
+            messages=[
+                invitation_message(invitation=assignment, organization=assignment.organization)
+            ]
+        )
+    return assignment
+
+
 def invitation_for_link(*, token: uuid.UUID, user: User | None) -> Assignment:
     """The invitation a link names, if `user` (None: not signed in) may still accept it; or
     InvitationDead saying which of unknown, replaced, cancelled, expired or used, or

@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -17,10 +18,11 @@ from accounts.models import User
 from credits.services import CreditsError, InsufficientCredits
 from training.models import Assignment, CourseManager, CreditRequest, Participant
 from training.plans.forms import PageForm
+from training.plans.turnover import NOT_STARTED_AFTER
 
 from . import joining, selectors
 from . import services as invitations
-from .forms import AcceptForm, InviteForm, ResendForm
+from .forms import AcceptForm, InviteForm, ReplaceInvitationForm, ResendForm
 from .joining import AccountExists
 
 # Invitations per page of a manager's course: a course taught for years is pages, newest
@@ -64,6 +66,13 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("level")
         .order_by("-created_at", "-pk")
     )
+    stale = request.GET.get("stale") == "1"
+    if stale:
+        # Not started for two weeks: invitations still waiting 14 days after being sent.
+        invitations = invitations.filter(
+            status=Assignment.Status.INVITED,
+            created_at__lte=timezone.now() - NOT_STARTED_AFTER,
+        )
     page = Paginator(invitations, INVITATIONS_PER_PAGE).get_page(_page_number(request.GET))
     return render(
         request,
@@ -73,6 +82,7 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
             "figures": selectors.manager_figures([manager])[manager.pk],
             "levels": manager.course.levels.all(),
             "invitations": page,
+            "stale": stale,
             "token": uuid.uuid4(),
             "pending_request": CreditRequest.objects.filter(
                 manager=manager, status=CreditRequest.Status.PENDING
@@ -165,6 +175,35 @@ def invitation_reinvite(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"{invitation.email} invited again with a new link.")
     except invitations.InvitationRefused as refusal:
         messages.error(request, str(refusal))
+    return _back_to_course(request, invitation)
+
+
+@require_POST
+@member_required("manager", "admin")
+def invitation_replace(request: HttpRequest, pk: int) -> HttpResponse:
+    """Give a pending invitation, with its held credit, to someone else."""
+    invitation = _my_invitation(request, pk)
+    form = ReplaceInvitationForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return _back_to_course(request, invitation)
+    old = invitation.email
+    try:
+        moved = invitations.invitation_replace(
+            assignment=invitation,
+            email=form.cleaned_data["email"],
+            expected_email=form.cleaned_data["expected"],
+        )
+    except invitations.InvitationRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(
+            request,
+            f"{old}'s invitation is now {moved.email}'s, with the same credit held; "
+            f"{old}'s link no longer works.",
+        )
     return _back_to_course(request, invitation)
 
 

@@ -10,6 +10,7 @@ who was removed or replaced meanwhile, so sixteen clicks on one row move the sea
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from django.conf import settings
@@ -23,8 +24,8 @@ from django.utils import timezone
 
 from accounts.models import Membership, User
 from outbox.services import NewMessage, messages_enqueue, one_line
-from training.emails import plan_confirmation_messages
-from training.models import Enrollment, ItemAssignment, Participant, TrainingPlan
+from training.emails import invitation_message, plan_confirmation_messages
+from training.models import Assignment, Enrollment, ItemAssignment, Participant, TrainingPlan
 
 from .services import EMAIL_LENGTH, PlanRefused, plan_lock
 
@@ -124,7 +125,8 @@ def not_started(*, organization, now: dt.datetime | None = None) -> QuerySet[Enr
 
 def start_reminders_send(*, now: dt.datetime | None = None) -> int:
     """Writes the reminders due: to each learner whose seat was given 3 (then 7) days ago
-    and who has not started. Keyed by enrollment and day, so a task delivered twice, or an
+    and who has not started, and to each address whose invitation from a manager waits as
+    long. Keyed by enrollment and day, so a task delivered twice, or an
     hourly run over the same day, writes each reminder once. Reads the seats given in the
     reminder windows only (index enrollment_not_started), not every enrollment."""
     now = now or timezone.now()
@@ -143,6 +145,28 @@ def start_reminders_send(*, now: dt.datetime | None = None) -> int:
             .order_by("id")
         )
         batch = [_reminder(seat, days) for seat in seats.iterator(chunk_size=500)]
+        # And the managers' invitations not accepted yet: the invitation again, its link.
+        pending = (
+            Assignment.objects.filter(
+                status=Assignment.Status.INVITED,
+                created_at__lte=due,
+                created_at__gt=due - REMINDER_WINDOW,
+            )
+            .select_related("organization", "level__course")
+            .order_by("id")
+        )
+        for invitation in pending.iterator(chunk_size=500):
+            message = invitation_message(
+                invitation=invitation, organization=invitation.organization
+            )
+            batch.append(
+                dataclasses.replace(
+                    message,
+                    key=f"training.invitation-reminder:{invitation.pk}:{invitation.token}:{days}",
+                    subject=f"Reminder: {message.subject}",
+                    kind=REMINDER,
+                )
+            )
         if batch:
             with transaction.atomic():
                 written += len(messages_enqueue(messages=batch))
