@@ -53,3 +53,40 @@ def test_replace_from_the_plan_page_and_from_the_not_started_list(live_server, p
     expect(page.get_by_test_id("not-started")).to_have_count(0)
     assert selectors.organization_balance(organization=acme).held == held
     assert ledger_audit().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_manager_gives_a_pending_invitation_to_someone_else(live_server, page: Page):
+    import uuid
+
+    from catalog.models import Course
+    from training.allocations import services as allocations
+    from training.invitations import services as invitations
+
+    call_command("seed_demo")
+    base = live_server.url
+    acme = Organization.objects.get(slug="acme")
+    admin = User.objects.get(email="admin@acme.example")
+    course = Course.objects.get(title="Workplace Safety")
+    allocations.course_allocate(organization=acme, course=course, quantity=2, actor=admin)
+    managed = allocations.manager_register(
+        organization=acme, course=course, user=User.objects.get(email="manager@acme.example")
+    )
+    allocations.manager_assign(manager=managed, quantity=2, actor=admin)
+    with time_machine.travel(timezone.now() - dt.timedelta(days=16)):
+        invitations.invite(
+            manager=managed,
+            level=course.levels.first(),
+            text="slow@x.example",
+            token=str(uuid.uuid4()),
+        )
+
+    log_in(page, base, "manager@acme.example", DEMO_PASSWORD)
+    page.goto(f"{base}/training/courses/{managed.pk}/")
+    page.get_by_test_id("stale-link").click()
+    row = page.get_by_test_id("invitation").filter(has_text="slow@x.example")
+    row.get_by_label("Give slow@x.example's invitation to").fill("quick@x.example")
+    row.get_by_role("button", name="Replace").click()
+    expect(page.get_by_text("slow@x.example's invitation is now quick@x.example's")).to_be_visible()
+    expect(page.get_by_test_id("manager-held")).to_have_text("1")
+    assert ledger_audit().ok
