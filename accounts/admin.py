@@ -6,7 +6,7 @@ from django.utils.html import format_html
 
 from billing.overage import policy_refusal as overage_policy_refusal
 from config.admin import LargeTableAdmin, OwnerFixedAdmin, OwnerFixedInlineForm, organization_filter
-from credits.support import grant_goodwill
+from credits.support import SupportToolsAdmin, grant_goodwill
 
 from .models import Membership, Organization, User
 
@@ -63,7 +63,7 @@ class OrganizationAdminForm(forms.ModelForm):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(SupportToolsAdmin, admin.ModelAdmin):
     form = OrganizationAdminForm
     list_display = [
         "name", "slug", "currency", "redemption_point", "when_short", "time_zone", "ledger",

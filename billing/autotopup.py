@@ -67,8 +67,9 @@ def auto_top_up_configure(
     price_list = pricing.price_list_for(organization.currency)
     if price_list is None:
         raise AutoTopUpRefused(f"Credits cannot be bought in {organization.currency} yet.")
-    price = pricing.price(price_list=price_list, quantity=quantity)
-    if price.exact is None or quantity > pricing.max_quantity(price_list=price_list):
+    if quantity > pricing.max_quantity(price_list=price_list):
+        raise AutoTopUpRefused(pricing.limit_message(price_list=price_list))
+    if pricing.price(price_list=price_list, quantity=quantity).exact is None:
         raise AutoTopUpRefused(pricing.limit_message(price_list=price_list))
     if quantity > monthly_cap:
         raise AutoTopUpRefused("The monthly cap must allow at least one top-up.")
@@ -102,8 +103,25 @@ def auto_top_up_configure(
 
 
 def auto_top_up_turn_off(*, organization: Organization) -> None:
-    AutoTopUp.objects.filter(organization=organization).update(status=AutoTopUp.Status.OFF)
+    """Off: nothing more is bought, and a top-up not sent to Stripe yet is cancelled. A late
+    setup event cannot turn it back on (its session is forgotten)."""
+    with transaction.atomic():
+        _cancel_uncharged(organization.pk)  # the purchases first, as everywhere
+        AutoTopUp.objects.filter(organization=organization).update(
+            status=AutoTopUp.Status.OFF, setup_session_id=""
+        )
     _forget_active()
+
+
+def _cancel_uncharged(organization_id: int) -> None:
+    for purchase in Purchase.objects.select_for_update(of=("self",)).filter(
+        organization_id=organization_id,
+        automatic=True,
+        status=Purchase.Status.PENDING,
+        payment_intent_id="",
+    ):
+        purchase.mark_cancelled()
+        purchase.save(update_fields=["status"])
 
 
 def setup_completed(*, session: dict) -> None:
@@ -112,6 +130,11 @@ def setup_completed(*, session: dict) -> None:
     nothing)."""
     auto = AutoTopUp.objects.filter(setup_session_id=session.get("id") or "-").first()
     if auto is None:
+        if (session.get("metadata") or {}).get("auto_top_up"):
+            # An older setup (the admin started another, or turned auto top-up off): its
+            # card is not the one they chose last.
+            log.info("setup session %s is no longer the current one", session.get("id"))
+            return
         raise EventNotApplicable(f"Setup session {session.get('id')} matches no auto top-up.")
     intent = session.get("setup_intent")
     if isinstance(intent, dict):
@@ -122,8 +145,11 @@ def setup_completed(*, session: dict) -> None:
         raise EventNotApplicable(f"Setup session {session.get('id')} saved no card.")
     with transaction.atomic():
         locked = AutoTopUp.objects.select_for_update().get(pk=auto.pk)
-        if locked.setup_session_id != session.get("id"):
-            return
+        if (
+            locked.setup_session_id != session.get("id")
+            or locked.status != AutoTopUp.Status.SETTING_UP
+        ):
+            return  # superseded, turned off, or this event again
         locked.payment_method_id = method
         locked.status = AutoTopUp.Status.ACTIVE
         locked.paused_reason = ""
@@ -166,8 +192,13 @@ def auto_top_up_check(*, organization_id: int) -> Purchase | None:
     if bought_this_month(organization=organization) + auto.quantity > auto.monthly_cap:
         return None
     price_list = pricing.price_list_for(organization.currency)
-    exact = price_list and pricing.price(price_list=price_list, quantity=auto.quantity).exact
+    try:
+        exact = price_list and pricing.price(price_list=price_list, quantity=auto.quantity).exact
+    except ValueError:
+        exact = None
     if not exact:
+        # The price list changed since: this quantity cannot be bought in one payment.
+        _pause(auto, f"{auto.quantity:,} credits cannot be bought in one payment any more")
         return None
     try:
         with transaction.atomic():
@@ -195,14 +226,28 @@ def auto_top_up_charge(*, purchase_id: int) -> str:
         return "nothing to charge"
     if purchase.payment_intent_id:
         return "charged already"  # its webhooks finish it
-    auto = AutoTopUp.objects.get(organization_id=purchase.organization_id)
-    outcome = stripe_gateway.off_session_charge(purchase, auto.payment_method_id)
+    # Locks in one order everywhere here: the purchase, then its organization's AutoTopUp.
     with transaction.atomic():
         purchase = Purchase.objects.select_for_update(of=("self",)).get(pk=purchase_id)
-        if not purchase.payment_intent_id:
+        auto = AutoTopUp.objects.select_for_update().get(organization_id=purchase.organization_id)
+        if purchase.status != Purchase.Status.PENDING or purchase.payment_intent_id:
+            return "nothing to charge"
+        if auto.status != AutoTopUp.Status.ACTIVE:
+            # Turned off, or a new card is being set up: the old card is not charged.
+            purchase.mark_cancelled()
+            purchase.save(update_fields=["status"])
+            return "cancelled"
+        purchase.charged_card = auto.payment_method_id
+        purchase.save(update_fields=["charged_card"])
+    # Stripe's errors other than the card's (a time-out, a rate limit) raise: the task is
+    # retried, and the purchase's idempotency key keeps it to one charge.
+    outcome = stripe_gateway.off_session_charge(purchase, purchase.charged_card)
+    with transaction.atomic():
+        purchase = Purchase.objects.select_for_update(of=("self",)).get(pk=purchase_id)
+        if not purchase.payment_intent_id and outcome.payment_intent_id:
             purchase.payment_intent_id = outcome.payment_intent_id
             purchase.save(update_fields=["payment_intent_id"])
-        if outcome.status in ("declined", "authentication"):
+        if outcome.status in ("declined", "authentication", "refused"):
             _fail(purchase, outcome.status, outcome.message)
     if outcome.status == "succeeded" and stripe_gateway.simulated():
         _simulated_succeeded(purchase, outcome.payment_intent_id)
@@ -218,13 +263,29 @@ def _fail(purchase: Purchase, why: str, message: str) -> None:
     auto = AutoTopUp.objects.select_for_update().get(organization_id=purchase.organization_id)
     if why == "authentication":
         reason = "the bank asks the cardholder to confirm the payment (authentication)"
+    elif why == "refused":
+        reason = f"Stripe refused the payment ({message})" if message else "Stripe refused it"
     else:
         reason = f"the card was declined ({message})" if message else "the card was declined"
-    if auto.status == AutoTopUp.Status.ACTIVE:
-        auto.status = AutoTopUp.Status.PAUSED
-        auto.paused_reason = reason
-        auto.save(update_fields=["status", "paused_reason", "updated_at"])
-        transaction.on_commit(_forget_active)
+    # Only the card that failed is paused: one saved since (a new setup) stays on.
+    if purchase.charged_card and purchase.charged_card != auto.payment_method_id:
+        return
+    if _pause(auto, reason):
+        _paused_email(purchase, reason)
+
+
+def _pause(auto: AutoTopUp, reason: str) -> bool:
+    """Pause an active auto top-up (call inside a transaction); whether it was on."""
+    if auto.status != AutoTopUp.Status.ACTIVE:
+        return False
+    auto.status = AutoTopUp.Status.PAUSED
+    auto.paused_reason = reason[:500]
+    auto.save(update_fields=["status", "paused_reason", "updated_at"])
+    transaction.on_commit(_forget_active)
+    return True
+
+
+def _paused_email(purchase: Purchase, reason: str) -> None:
     organization = Organization.objects.get(pk=purchase.organization_id)
     admins = list(
         Membership.objects.filter(
@@ -271,6 +332,20 @@ def payment_succeeded(*, intent: dict, paid_at: dt.datetime) -> None:
                 f"Payment {intent.get('id')} is {received} {currency}, the top-up "
                 f"{purchase.amount_minor} {purchase.currency}."
             )
+        # Granted already: this event again, and only the reconciliation below may be missing.
+        granted = purchase.lot_id is not None
+    if not granted:
+        _grant_top_up(purchase.pk, intent, paid_at)
+    from . import refunds
+
+    # Always, even for an event seen before: a refund parked before the payment is applied
+    # here, and a retry finishes a reconciliation that failed after the grant committed.
+    refunds.payment_reconcile(reference=intent["id"])
+
+
+def _grant_top_up(purchase_id: int, intent: dict, paid_at: dt.datetime) -> None:
+    with transaction.atomic():
+        purchase = Purchase.objects.select_for_update(of=("self",)).get(pk=purchase_id)
         if purchase.lot_id is not None:
             return
         purchase.lot = ledger.lot_grant(
@@ -287,9 +362,6 @@ def payment_succeeded(*, intent: dict, paid_at: dt.datetime) -> None:
         # Paid even if it was failed first: a payment the customer authenticated later.
         purchase.status = Purchase.Status.PAID
         purchase.save(update_fields=["lot", "payment_intent_id", "paid_at", "status"])
-    from . import refunds
-
-    refunds.payment_reconcile(reference=intent["id"])
 
 
 def payment_failed(*, intent: dict) -> None:
@@ -372,11 +444,39 @@ def on_available_lowered(sender, *, organization_id: int, **kwargs) -> None:
         log.exception("auto top-up check failed for organization %s", organization_id)
 
 
-def auto_top_ups_check() -> int:
-    """Beat's fallback: every active auto top-up checked (a signal lost with its process)."""
+# A pending top-up not sent to Stripe after this long lost its task (the broker was down, the
+# retries ran out): beat queues it again; after GIVE_UP it fails and auto top-up pauses.
+REQUEUE_AFTER = dt.timedelta(minutes=10)
+GIVE_UP = dt.timedelta(hours=6)
+
+
+def auto_top_ups_check(*, now: dt.datetime | None = None) -> int:
+    """Beat's fallback: every active auto top-up checked (a signal lost with its process),
+    and top-ups stuck before their charge queued again or, much later, given up. One
+    organization's error never stops the others'."""
+    from .tasks import auto_top_up_charge
+
+    now = now or timezone.now()
     started = 0
     for organization_id in AutoTopUp.objects.filter(status=AutoTopUp.Status.ACTIVE).values_list(
         "organization_id", flat=True
     ):
-        started += auto_top_up_check(organization_id=organization_id) is not None
+        try:
+            started += auto_top_up_check(organization_id=organization_id) is not None
+        except Exception:
+            log.exception("auto top-up check failed for organization %s", organization_id)
+    stuck = Purchase.objects.filter(
+        automatic=True,
+        status=Purchase.Status.PENDING,
+        payment_intent_id="",
+        created_at__lte=now - REQUEUE_AFTER,
+    ).values_list("pk", "created_at")
+    for purchase_id, created_at in stuck:
+        if created_at <= now - GIVE_UP:
+            with transaction.atomic():
+                purchase = Purchase.objects.select_for_update(of=("self",)).get(pk=purchase_id)
+                if purchase.status == Purchase.Status.PENDING and not purchase.payment_intent_id:
+                    _fail(purchase, "refused", "Stripe could not be reached for hours")
+        else:
+            auto_top_up_charge.delay(purchase_id)
     return started

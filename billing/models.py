@@ -114,6 +114,9 @@ class Purchase(models.Model):
     # An auto top-up (billing/autotopup.py): charged off-session to the saved card, without
     # a checkout; its credits come from the same payment webhooks as any purchase.
     automatic = models.BooleanField(default=False)
+    # The saved card an auto top-up charged: a failure pauses auto top-up only if that card
+    # is still the one on file.
+    charged_card = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

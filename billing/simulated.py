@@ -191,7 +191,7 @@ def _post_signed(request: HttpRequest, event: dict) -> None:
         response.read()
 
 
-_SIMULATED_SETUP = re.compile(r"cs_sim_setup_(\d+)_([0-9a-f]{32})")
+_SIMULATED_SETUP = re.compile(r"cs_sim_setup_(\d{1,18})_([0-9a-f]{32})")
 
 
 @never_cache

@@ -353,6 +353,9 @@ def off_session_charge(purchase: Purchase, payment_method_id: str) -> ChargeOutc
         intent = error.error.payment_intent if error.error else None
         kind = "authentication" if error.code == "authentication_required" else "declined"
         return ChargeOutcome(kind, getattr(intent, "id", "") or "", error.user_message or "")
+    except stripe.InvalidRequestError as error:
+        # Not a passing failure: the saved card was removed, the customer deleted...
+        return ChargeOutcome("refused", "", error.user_message or str(error)[:200])
     return ChargeOutcome(intent.status, intent.id)
 
 

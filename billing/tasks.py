@@ -2,6 +2,7 @@
 
 import logging
 
+import stripe
 from celery import shared_task
 
 from . import autotopup, checkout, overage, webhooks
@@ -64,7 +65,14 @@ def overage_invoice(organization_id: int) -> str | None:
 
 # Acknowledged once it ran; the PaymentIntent is keyed by the purchase, so a task delivered
 # twice, or retried after a time-out, charges once.
-@shared_task(acks_late=True)
+@shared_task(
+    acks_late=True,
+    autoretry_for=(stripe.StripeError,),
+    retry_backoff=30,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+)
 def auto_top_up_charge(purchase_id: int) -> str:
     return autotopup.auto_top_up_charge(purchase_id=purchase_id)
 

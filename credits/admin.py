@@ -23,7 +23,7 @@ from .models import (
     OverageDue,
     StoredForecast,
 )
-from .support import extend_expiry
+from .support import SupportToolsAdmin, extend_expiry
 
 
 class LedgerAdmin(LargeTableAdmin, ReadOnlyAdmin):
@@ -42,7 +42,7 @@ class LedgerEntryInline(admin.TabularInline):
 
 
 @admin.register(Lot)
-class LotAdmin(LedgerAdmin):
+class LotAdmin(SupportToolsAdmin, LedgerAdmin):
     list_display = ["id", "organization", "source", "quantity", "invoiced_at", "expires_at"]
     list_filter = [organization_filter(), "source", "expired_at", "revoked_at"]
     search_fields = ["organization__name", "reference"]

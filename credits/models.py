@@ -37,6 +37,8 @@ class Lot(models.Model):
 
     class Meta:
         ordering = ["organization", "expires_at", "invoiced_at", "id"]
+        # Support's tools (credits/support.py): extending lots and granting goodwill credits.
+        permissions = [("use_support_tools", "Can extend lots and grant goodwill credits")]
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gt=0), name="lot_quantity_positive"),
             models.CheckConstraint(

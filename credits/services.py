@@ -42,7 +42,6 @@ from . import rules, signals, validity
 from .models import (
     Account,
     Hold,
-    Holding,
     LedgerEntry,
     LedgerTransaction,
     Lot,
@@ -183,6 +182,7 @@ def goodwill_grant(
     reason = reason.strip()
     if not reason:
         raise InvalidOperation("Say why these goodwill credits are given.")
+    _require_support(actor)
     return _grant(
         organization=organization,
         quantity=quantity,
@@ -888,6 +888,7 @@ def lot_extend(
     reason = reason.strip()
     if not reason:
         raise InvalidOperation("Say why the expiry is extended.")
+    _require_support(actor)
     if timezone.is_naive(expires_at):
         raise InvalidOperation("An expiry must carry a time zone.")
     params = {"lot": lot.pk, "expires_at": expires_at, "memo": reason}
@@ -904,12 +905,18 @@ def lot_extend(
         )
         if not created:
             return txn
-        # The ledger's lock order: the accounts that hold the lot, then the lot's row (the
-        # expiry does the same, so an extension and an expiry of one lot take turns).
+        # The ledger's lock order: every account of the organization (as the expiry and a
+        # revocation lock them: the holders read beforehand could change before the lock),
+        # then the lot's row, without the key lock that the entries' and holdings' checks
+        # at commit (FOR KEY SHARE on the lot) would wait for.
         _lock_accounts(
-            list(Holding.objects.filter(lot_id=lot.pk).values_list("account_id", flat=True))
+            list(
+                Account.objects.filter(organization_id=lot.organization_id).values_list(
+                    "id", flat=True
+                )
+            )
         )
-        current = Lot.objects.select_for_update().get(pk=lot.pk)
+        current = Lot.objects.select_for_update(no_key=True).get(pk=lot.pk)
         if current.expired_at is not None or current.revoked_at is not None:
             raise InvalidOperation(
                 f"Lot {lot.pk} has expired or been revoked: its credits are gone. Grant "
@@ -1165,6 +1172,15 @@ class _Moved:
     quantity: int
 
 
+SUPPORT_PERMISSION = "credits.use_support_tools"
+
+
+def _require_support(actor: User | None) -> None:
+    """Support's tools give credits away: only staff granted them may use them."""
+    if actor is None or not actor.is_staff or not actor.has_perm(SUPPORT_PERMISSION):
+        raise InvalidOperation("Only support staff with the support tools permission may do this.")
+
+
 def _available_lowered(organization_id: int) -> None:
     """Tell whoever listens (auto top-up) once this write commits: never inside the ledger's
     locks, and never for a write that rolls back."""
@@ -1291,6 +1307,15 @@ _LOCK_SQL = """
 SELECT id, organization_id, balance, held FROM credits_account
 WHERE id = ANY(%s) ORDER BY id FOR UPDATE
 """
+
+
+def accounts_lock(*, accounts: list[Account]) -> None:
+    """Lock accounts in the ledger's one order (ascending id) inside the caller's
+    transaction, before a sequence of writes that will touch them in another order (an
+    approval moving pool → course → manager): the writes then wait for nobody."""
+    if not connection.in_atomic_block:
+        raise InvalidOperation("Lock accounts inside a transaction.")
+    _lock_accounts([account.pk for account in accounts])
 
 
 def _lock_accounts(account_ids: list[int]) -> dict[int, Account]:

@@ -56,6 +56,14 @@ class GoodwillForm(_SupportForm):
     )
 
 
+class SupportToolsAdmin:
+    """For the admins that offer support's tools: only to staff granted them (the actions
+    ask `has_support_permission`; the services check the actor again)."""
+
+    def has_support_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(services.SUPPORT_PERMISSION)
+
+
 def _zone(organization: Organization) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(organization.time_zone)
 
@@ -67,7 +75,7 @@ def _one(model_admin, request, queryset, what: str):
     return queryset.get()
 
 
-@admin.action(description="Extend the expiry (one lot, with a reason)")
+@admin.action(description="Extend the expiry (one lot, with a reason)", permissions=["support"])
 def extend_expiry(model_admin, request: HttpRequest, queryset) -> HttpResponse | None:
     lot = _one(model_admin, request, queryset.select_related("organization"), "lot")
     if lot is None:
@@ -113,7 +121,7 @@ def extend_expiry(model_admin, request: HttpRequest, queryset) -> HttpResponse |
     )
 
 
-@admin.action(description="Grant goodwill credits (one organization)")
+@admin.action(description="Grant goodwill credits (one organization)", permissions=["support"])
 def grant_goodwill(model_admin, request: HttpRequest, queryset) -> HttpResponse | None:
     organization = _one(model_admin, request, queryset, "organization")
     if organization is None:

@@ -59,6 +59,8 @@ class FakeStripe(stripe.HTTPClient):
         # Off-session charges (auto top-up): what each saved card does when charged.
         self.card_outcomes: dict[str, str] = {}
         self.setup_intents: dict[str, str] = {}  # setup intent id -> its saved card
+        # path -> how many requests to it fail next with a 500 (the SDK retries those).
+        self.server_error_next: dict[str, int] = {}
 
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         parts = urlsplit(url)
@@ -88,6 +90,9 @@ class FakeStripe(stripe.HTTPClient):
         return json.dumps(body), status, {"Request-Id": f"req_{next(self._ids)}"}
 
     def _refusal(self, call: Call) -> tuple[int, dict] | None:
+        if self.server_error_next.get(call.path):
+            self.server_error_next[call.path] -= 1
+            return 500, {"error": {"type": "api_error", "message": "Stripe is having trouble"}}
         if call.path == "/v1/payment_intents" and call.method == "POST":
             outcome = self.card_outcomes.get(call.params.get("payment_method", ""), "succeeded")
             if outcome != "succeeded":

@@ -4,6 +4,8 @@ redemptions cross the threshold at once, the credits from the verified webhook o
 declined or authentication-needing card pausing it with one email, the monthly cap, and a
 refund taking the credits back."""
 
+import uuid
+
 import pytest
 from django.test import TestCase
 from django.urls import reverse
@@ -218,3 +220,165 @@ def test_odd_settings_are_refused_plainly_and_turning_off_stops_it(
     redeem(organization, 15)
     assert not Purchase.objects.filter(automatic=True).exists()
     assert AutoTopUp.objects.get().status == "off"
+
+
+# --- What an adversarial review found ------------------------------------------------------
+
+
+def test_a_refund_parked_before_the_payment_is_applied_even_if_reconciling_failed_once(
+    prices, organization, admin_client, events, fake_stripe, monkeypatch
+):
+    from billing import refunds
+
+    grant(organization, 21)
+    set_up(admin_client, events, fake_stripe)
+    redeem(organization, 2)
+    (purchase,) = Purchase.objects.filter(automatic=True)
+    purchase.payment_intent_id = f"pi_test_{purchase.pk}"  # as the charge task recorded it
+    deliver(events, "charge.refunded", charge(purchase, refunded=purchase.amount_minor))
+    real, calls = refunds.payment_reconcile, []
+
+    def flaky(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(refunds, "payment_reconcile", flaky)
+    pay(events, purchase, event_id="evt_paid")  # its processing fails after the grant
+    assert available(organization) == 69  # granted, the refund not applied yet
+    pay(events, purchase, event_id="evt_paid_again")  # Stripe's (or the task's) retry
+    assert available(organization) == 19
+    assert ledger_audit().ok
+
+
+def test_turning_off_cancels_a_queued_top_up_and_a_late_setup_event_keeps_it_off(
+    prices, organization, admin_client, events, fake_stripe, django_capture_on_commit_callbacks
+):
+    grant(organization, 21)
+    set_up(admin_client, events, fake_stripe)
+    session_id = AutoTopUp.objects.get().setup_session_id
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        services.credits_redeem(
+            account=services.pool_account(organization=organization),
+            quantity=2,
+            reference="r",
+            idempotency_key=key(),
+        )
+    for callback in queued:  # the check writes the purchase; its charge is queued, not run
+        with django_capture_on_commit_callbacks(execute=False):
+            callback()
+    (purchase,) = Purchase.objects.filter(automatic=True)
+    admin_client.post(reverse("billing:auto_top_up"), {"action": "off"})
+    assert autotopup.auto_top_up_charge(purchase_id=purchase.pk) == "nothing to charge"
+    purchase.refresh_from_db()
+    assert purchase.status == "cancelled"
+    assert not fake_stripe.calls_to("/v1/payment_intents")
+    fake_stripe.setup_intents["seti_1"] = "pm_card_visa"
+    late = {"id": session_id, "object": "checkout.session", "mode": "setup",
+            "setup_intent": "seti_1", "metadata": {"auto_top_up": "1"}}  # fmt: skip
+    assert deliver(events, "checkout.session.completed", late).status_code == 200
+    assert AutoTopUp.objects.get().status == "off"
+    from billing.models import StripeEvent
+
+    assert not StripeEvent.objects.filter(status="failed").exists()
+
+
+def test_a_top_up_stuck_before_its_charge_is_charged_by_beat_or_given_up(
+    prices, organization, admin, admin_client, events, fake_stripe, mailoutbox,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    import datetime as dt
+
+    from django.utils import timezone
+
+    grant(organization, 21)
+    set_up(admin_client, events, fake_stripe)
+    # Stripe is down for longer than the task's own retries (and the SDK's).
+    fake_stripe.server_error_next["/v1/payment_intents"] = 10_000
+    redeem(organization, 2)
+    (purchase,) = Purchase.objects.filter(automatic=True)
+    assert purchase.status == "pending" and not purchase.payment_intent_id
+    assert AutoTopUp.objects.get().status == "active"  # not the card's fault: not paused
+    fake_stripe.server_error_next.clear()
+    later = timezone.now() + autotopup.REQUEUE_AFTER + dt.timedelta(minutes=1)
+    autotopup.auto_top_ups_check(now=later)  # queued again: charged this time
+    purchase.refresh_from_db()
+    assert purchase.payment_intent_id == f"pi_test_{purchase.pk}"
+    assert {c.idempotency_key for c in fake_stripe.calls_to("/v1/payment_intents")} == {
+        f"purchase:{purchase.pk}:off-session"
+    }  # every attempt the same charge
+
+    # Another one stuck for hours is given up: failed, paused, the admins told.
+    Purchase.objects.filter(pk=purchase.pk).update(status="paid")
+    stuck = Purchase.objects.create(
+        organization=organization, created_by=admin, request_token=uuid.uuid4(), quantity=50,
+        amount_minor=purchase.amount_minor, currency=purchase.currency, automatic=True,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        autotopup.auto_top_ups_check(now=timezone.now() + autotopup.GIVE_UP)
+    stuck.refresh_from_db()
+    assert stuck.status == "failed" and AutoTopUp.objects.get().status == "paused"
+    assert [m.subject for m in mailoutbox].count(f"Auto top-up paused for {organization.name}") == 1
+
+
+def test_an_old_cards_failure_does_not_pause_the_new_card(
+    prices, organization, admin_client, events, fake_stripe
+):
+    grant(organization, 21)
+    set_up(admin_client, events, fake_stripe, card="pm_old")
+    redeem(organization, 2)
+    (purchase,) = Purchase.objects.filter(automatic=True)
+    assert purchase.charged_card == "pm_old"
+    AutoTopUp.objects.update(payment_method_id="pm_new")  # a new card saved meanwhile
+    deliver(
+        events,
+        "payment_intent.payment_failed",
+        {
+            "id": f"pi_test_{purchase.pk}",
+            "object": "payment_intent",
+            "metadata": {"purchase_id": str(purchase.pk), "auto_top_up": "1"},
+            "last_payment_error": {"code": "card_declined", "message": "declined"},
+        },
+    )
+    assert AutoTopUp.objects.get().status == "active"
+
+
+def test_quantities_a_price_list_cannot_charge_and_long_session_ids_are_refused_plainly(
+    prices, organization, admin_client, settings
+):
+    from billing import pricing
+
+    most = pricing.max_quantity(price_list=pricing.price_list_for(organization.currency))
+    if most < 100_000:
+        page = admin_client.post(
+            reverse("billing:auto_top_up"),
+            {"action": "card", "threshold": 5, "quantity": most + 1, "monthly_cap": 10**7},
+            follow=True,
+        )
+        assert page.status_code == 200 and "at once" in page.content.decode().lower()
+    settings.DEBUG, settings.STRIPE_SECRET_KEY = True, ""
+    long_id = "cs_sim_setup_" + "9" * 5000 + "_" + "a" * 32
+    assert admin_client.get(reverse("billing:simulated_setup", args=[long_id])).status_code == 404
+
+
+def test_one_organizations_error_does_not_stop_beat_for_the_others(
+    prices, organization, other_organization, admin, outsider, admin_client, events,
+    fake_stripe, monkeypatch,
+):  # fmt: skip
+    for org, user in ((organization, admin), (other_organization, outsider)):
+        grant(org, 5)
+        AutoTopUp.objects.create(
+            organization=org, status="active", threshold=10, quantity=20, monthly_cap=100,
+            configured_by=user, payment_method_id="pm_card_visa",
+        )  # fmt: skip
+    real = autotopup.auto_top_up_check
+
+    def broken_for_the_first(*, organization_id):
+        if organization_id == organization.pk:
+            raise RuntimeError("boom")
+        return real(organization_id=organization_id)
+
+    monkeypatch.setattr(autotopup, "auto_top_up_check", broken_for_the_first)
+    autotopup.auto_top_ups_check()
+    assert Purchase.objects.filter(organization=other_organization, automatic=True).count() == 1

@@ -43,7 +43,7 @@ def _a_year(organization) -> None:
     free grants, goodwill, redemptions, holds captured and released, reversals, partial and
     full refunds, support's adjustments both ways, transfers to a course and a manager, and
     expiries: everything that writes entries."""
-    staff = UserFactory(is_staff=True)
+    staff = UserFactory(is_staff=True, is_superuser=True)
     rng = random.Random(18)
     pool = services.pool_account(organization=organization)
     course = services.course_account(organization=organization, course=CourseFactory())

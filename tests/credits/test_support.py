@@ -193,3 +193,29 @@ def test_the_admin_actions_extend_and_grant_with_a_reason_and_refuse_plainly(
     assert "Choose one organization at a time." in refused.content.decode()
     assert Organization.objects.count() == 2
     assert admin.site._registry[Lot].has_change_permission(None) is False
+
+
+def test_staff_without_the_support_permission_cannot_use_the_tools(client, organization):
+    from django.contrib.auth.models import Permission
+
+    viewer = UserFactory(email="viewer@credits.test", is_staff=True)
+    viewer.user_permissions.set(
+        Permission.objects.filter(codename__in=["view_lot", "view_organization"])
+    )
+    client.force_login(viewer)
+    lot = grant(organization, 10, expires_at=timezone.now() + dt.timedelta(days=3))
+    page = client.get(reverse("admin:credits_lot_changelist"))
+    assert page.status_code == 200 and b"extend_expiry" not in page.content
+    forced = client.post(
+        reverse("admin:credits_lot_changelist"),
+        {"action": "extend_expiry", "_selected_action": [lot.pk], "apply": "1",
+         "last_day": "2030-01-01", "reason": "x", "token": uuid.uuid4()},
+        follow=True,
+    )  # fmt: skip
+    assert forced.status_code == 200
+    assert Lot.objects.get(pk=lot.pk).expires_at == lot.expires_at
+    with pytest.raises(services.InvalidOperation, match="support tools permission"):
+        services.goodwill_grant(
+            organization=organization, quantity=5, reason="x", actor=viewer,
+            idempotency_key=key(),
+        )  # fmt: skip

@@ -205,3 +205,48 @@ def test_the_pages_ask_list_and_answer_and_odd_input_is_a_form_error(
     assert 'data-testid="credit-request"' not in again.content.decode()
     after = manager_client.get(course_page).content.decode()
     assert "was <strong>approved</strong>" in after and "Ask your admins" in after
+
+
+def test_a_form_token_used_for_another_course_is_refused_plainly(
+    organization, manager, managed, manager_client
+):
+    other = allocations.manager_register(
+        organization=organization, course=LevelFactory().course, user=manager
+    )
+    token = uuid.uuid4()
+    ask(managed, 2, token=token)
+    response = manager_client.post(
+        reverse("training:credit_request_create", args=[other.pk]),
+        {"quantity": "2", "token": token},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "This form was already used" in response.content.decode()
+    assert CreditRequest.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_approving_while_credits_are_assigned_and_taken_back_never_deadlocks(
+    organization, admin, managed
+):
+    grant(organization, 100)
+    allocations.course_allocate(
+        organization=organization, course=managed.course, quantity=10, actor=admin
+    )
+    allocations.manager_assign(manager=managed, quantity=5, actor=admin)
+    for _ in range(4):
+        asked = ask(managed, 2)
+
+        def work(n: int, asked=asked) -> str:
+            if n == 0:
+                requests.credit_request_approve(
+                    request_id=asked.pk, organization=organization, actor=admin
+                )
+            elif n % 2:
+                allocations.manager_take_back(manager=managed, quantity=1, actor=admin)
+            else:
+                allocations.manager_assign(manager=managed, quantity=1, actor=admin)
+            return "ok"
+
+        assert run_threads(6, work) == ["ok"] * 6
+    assert ledger_audit().ok

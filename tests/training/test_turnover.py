@@ -191,7 +191,7 @@ def test_replacing_an_invitation_moves_its_hold_and_kills_the_old_link(
 ):
     from training.invitations import services as invitations
 
-    managed, sent = _invitation(organization, admin, manager)
+    _, sent = _invitation(organization, admin, manager)
     hold, old_token = sent.hold_id, sent.token
     with django_capture_on_commit_callbacks(execute=True):
         moved = invitations.invitation_replace(
@@ -202,7 +202,7 @@ def test_replacing_an_invitation_moves_its_hold_and_kills_the_old_link(
     assert [m.to for m in mailoutbox] == [["ben@x.test"]]
     old = client.get(reverse("training:accept", args=[old_token])).content.decode()
     assert "replaced by a newer one" in old
-    with pytest.raises(invitations.InvitationRefused, match="given to ben@x.test meanwhile"):
+    with pytest.raises(invitations.InvitationRefused, match=r"given to ben@x\.test meanwhile"):
         invitations.invitation_replace(
             assignment=sent, email="cy@x.test", expected_email="ana@x.test"
         )
@@ -258,3 +258,41 @@ def test_pending_invitations_are_reminded_and_listed_after_two_weeks(
     # Given again just now: off the two-week list.
     again = manager_client.get(url, {"stale": "1"}).content.decode()
     assert 'data-testid="invitation"' not in again and "has joined" in again
+
+
+def test_a_learner_replaced_while_clicking_start_does_not_start_the_new_learners_seat(
+    organization, admin
+):
+    from accounts.models import Membership
+    from tests.accounts.factories import member
+    from training.learner.services import enrollment_start
+
+    organization.redemption_point = "start"
+    organization.save()
+    ana = member(organization, Membership.Role.LEARNER, email="ana@acme.test")
+    plan = confirmed_plan(organization, admin, emails=(ana.email,))
+    stale = Enrollment.objects.get(participant__email=ana.email)  # read before the replace
+    turnover.participant_replace(
+        participant=plan.participants.get(email=ana.email), email="ben@acme.test", user=admin
+    )
+    with pytest.raises(PlanRefused, match="no longer yours"):
+        enrollment_start(enrollment=stale, user=ana)
+    seat = Enrollment.objects.get()
+    assert seat.status == "assigned" and seat.participant.email == "ben@acme.test"
+    assert Hold.objects.get().status == "active"
+
+
+def test_a_seat_given_back_and_forth_is_emailed_and_reminded_each_time(
+    organization, admin, mailoutbox, django_capture_on_commit_callbacks
+):
+    organization.redemption_point = "start"
+    organization.save()
+    plan = confirmed_plan(organization, admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        for email in ("ben@acme.test", "ana@acme.test", "ben@acme.test"):
+            holder = plan.participants.get(removed_at__isnull=True)
+            turnover.participant_replace(participant=holder, email=email, user=admin)
+    assert [m.to[0] for m in mailoutbox] == ["ben@acme.test", "ana@acme.test", "ben@acme.test"]
+    seat = Enrollment.objects.get()
+    turnover.start_reminders_send(now=seat.created_at + dt.timedelta(days=3, hours=1))
+    assert OutboxMessage.objects.filter(kind=turnover.REMINDER, recipient="ben@acme.test").exists()

@@ -45,7 +45,7 @@ def credit_request_create(
 ) -> CreditRequest:
     """The manager's request; the organization's admins are emailed. The same form posted
     twice (same token) is the same request."""
-    again = CreditRequest.objects.filter(token=token, manager=manager).first()
+    again = _same_form(token, manager)
     if again is not None:
         return again
     _refuse_if_pending(manager)
@@ -61,12 +61,21 @@ def credit_request_create(
             messages_enqueue(messages=[_requested_message(request)])
     except IntegrityError:
         # Raced by the same form (token) or by another tab's request (one pending at most).
-        again = CreditRequest.objects.filter(token=token, manager=manager).first()
+        again = _same_form(token, manager)
         if again is not None:
             return again
         _refuse_if_pending(manager)
         raise
     return request
+
+
+def _same_form(token: uuid.UUID, manager: CourseManager) -> CreditRequest | None:
+    """The request this form already made, if any; a token used for another course (a
+    page copied, an edited form) is refused rather than taken for this one."""
+    again = CreditRequest.objects.filter(token=token).first()
+    if again is not None and again.manager_id != manager.pk:
+        raise RequestRefused("This form was already used: reload the page and ask again.")
+    return again
 
 
 def _refuse_if_pending(manager: CourseManager) -> None:
@@ -90,30 +99,36 @@ def credit_request_approve(
     with transaction.atomic():
         request = _pending(request_id, organization)
         manager = request.manager
+        pool = ledger.pool_account(organization=organization)
         course = ledger.course_account(organization=organization, course=manager.course)
+        mine = manager_account_of(manager)
+        # All three accounts, in the ledger's order, before the two transfers (which would
+        # otherwise lock pool and course, then course and manager: against an Assign that
+        # locks manager and course, a deadlock). The course's figure is read under them.
+        ledger.accounts_lock(accounts=[pool, course, mine])
         lacking = request.quantity - max(figures(account=course).available, 0)
-        try:
-            if lacking > 0:
+        if lacking > 0:
+            try:
                 ledger.credits_transfer(
-                    source=ledger.pool_account(organization=organization),
+                    source=pool,
                     destination=course,
                     quantity=lacking,
                     idempotency_key=f"credit-request:{request.pk}:to-course",
                     actor=actor,
                 )
-            moved = ledger.credits_transfer(
-                source=course,
-                destination=manager_account_of(manager),
-                quantity=request.quantity,
-                idempotency_key=f"credit-request:{request.pk}:to-manager",
-                actor=actor,
-            )
-        except InsufficientCredits as short:
-            raise RequestRefused(
-                f"Not approved: the pool has {short.available:,} credit"
-                f"{'' if short.available == 1 else 's'} available and this request needs "
-                f"{short.shortfall:,} more. Add credits, then approve it; it stays pending."
-            ) from short
+            except InsufficientCredits as short:
+                raise RequestRefused(
+                    f"Not approved: the pool has {short.available:,} credit"
+                    f"{'' if short.available == 1 else 's'} available and this request needs "
+                    f"{short.shortfall:,} more. Add credits, then approve it; it stays pending."
+                ) from short
+        moved = ledger.credits_transfer(
+            source=course,
+            destination=mine,
+            quantity=request.quantity,
+            idempotency_key=f"credit-request:{request.pk}:to-manager",
+            actor=actor,
+        )
         _answer(request, CreditRequest.Status.APPROVED, actor, note, transfer=moved)
     return request
 

@@ -48,6 +48,8 @@ def enrollment_start(request: HttpRequest, pk: int) -> HttpResponse:
             "Your organization has no credits left for this course. Your admin has been "
             "asked to add credits; please try again later.",
         )
+    except services.PlanRefused as refusal:
+        messages.error(request, str(refusal))
     else:
         messages.success(request, f"Started {enrollment.level}. Good luck!")
     return redirect("training:my_training")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -84,9 +85,10 @@ def participant_replace(*, participant: Participant, email: str, user: User) -> 
         new, created = Participant.objects.get_or_create(
             plan=plan, email=email, defaults={"user_id": member, "confirmed_at": now}
         )
-        if not created:  # someone removed from this plan earlier comes back
+        if not created:  # someone removed from this plan earlier comes back, with a new link
             new.removed_at, new.confirmed_at, new.user_id = None, now, member or new.user_id
-            new.save(update_fields=["removed_at", "confirmed_at", "user"])
+            new.invite_token = uuid.uuid4()
+            new.save(update_fields=["removed_at", "confirmed_at", "user", "invite_token"])
         # The seats themselves move: enrollments (with their hold or redemption) and the
         # seat assignments. Enrollments created_at restarts the reminders for the new person.
         Enrollment.objects.filter(pk__in=[e.pk for e in enrollments]).update(
@@ -100,7 +102,8 @@ def participant_replace(*, participant: Participant, email: str, user: User) -> 
                 plan=plan,
                 organization=plan.organization,
                 people=[new],
-                cause=f"plan:{plan.pk}:replace:{old.pk}",
+                # Each move its own email: a seat that comes back to someone is sent again.
+                cause=f"plan:{plan.pk}:replace:{old.pk}:{uuid.uuid4().hex}",
             )
         )
     return new
@@ -190,7 +193,11 @@ def _reminder(enrollment: Enrollment, days: int) -> NewMessage:
         }
     )
     return NewMessage(
-        key=f"training.start-reminder:{enrollment.pk}:{person.pk}:{days}",
+        # The seat's own moment: a seat given again (Replace) is reminded again.
+        key=(
+            f"training.start-reminder:{enrollment.pk}:{person.pk}:"
+            f"{int(enrollment.created_at.timestamp())}:{days}"
+        ),
         to=person.email,
         subject=f"Reminder: start {one_line(str(enrollment.level))}",
         text=text.strip() + "\n",
