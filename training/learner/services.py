@@ -19,11 +19,15 @@ def enrollment_start(*, enrollment: Enrollment, user: User) -> Enrollment:
         # The plan row first, like Remove and Confirm users: a removal and a start of the
         # same person take turns, so nobody who started is marked removed.
         plan_lock(plan)
-        # Read again under the lock, as this learner's: the seat may have been given to
-        # someone else (Replace learner) while this request waited for the plan.
+        # Read again under the lock, still this participant's: the seat may have been given
+        # to someone else (Replace learner) while this request waited for the plan.
         enrollment = (
             Enrollment.objects.select_for_update(of=("self",))
-            .filter(pk=enrollment.pk, participant__user=user, participant__removed_at__isnull=True)
+            .filter(
+                pk=enrollment.pk,
+                participant_id=enrollment.participant_id,
+                participant__removed_at__isnull=True,
+            )
             .first()
         )
         if enrollment is None:
