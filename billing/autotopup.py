@@ -237,8 +237,10 @@ def auto_top_up_charge(*, purchase_id: int) -> str:
             purchase.mark_cancelled()
             purchase.save(update_fields=["status"])
             return "cancelled"
-        purchase.charged_card = auto.payment_method_id
-        purchase.save(update_fields=["charged_card"])
+        if not purchase.charged_card:
+            # Kept for the retries: the same key must carry the same card to Stripe.
+            purchase.charged_card = auto.payment_method_id
+            purchase.save(update_fields=["charged_card"])
     # Stripe's errors other than the card's (a time-out, a rate limit) raise: the task is
     # retried, and the purchase's idempotency key keeps it to one charge.
     outcome = stripe_gateway.off_session_charge(purchase, purchase.charged_card)
