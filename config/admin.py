@@ -143,6 +143,8 @@ class LargeTableAdmin(admin.ModelAdmin):
                 bit = unescape_string_literal(bit)
             bits.append(bit)
         duplicates = any(lookup_spawns_duplicates(self.opts, field) for field in fields)
+        if not bits:  # only spaces: no word to look for, the whole list as Django shows it
+            return queryset, False
         if fields == by_name[:1]:
             # The organization's name is the one field: every word must match it, so the rows
             # are those of the organizations matching all words, as one list of ids. ANDed

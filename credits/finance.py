@@ -32,6 +32,7 @@ from decimal import Decimal
 from django.db import connections
 
 from accounts.models import Organization
+from billing.currencies import minor_unit_exponent
 from config.db_router import REPLICA_DB_ALIAS, reading_from_replica
 
 BUCKETS = ("added", "consumed", "expired", "revoked")
@@ -69,11 +70,13 @@ ORDER BY month
 class Figure:
     credits: int
     money: Decimal  # minor units of the organization's currency, to a millionth
+    # Decimals of one minor unit in that currency: 2 for USD, 0 for JPY, 3 for BHD.
+    exponent: int = 2
 
     @property
     def money_major(self) -> Decimal:
-        """In major units (e.g. dollars), to the cent, for display."""
-        return (self.money / 100).quantize(Decimal("0.01"))
+        """In the currency's major units (dollars, yen, dinars), to its smallest unit."""
+        return self.money.scaleb(-self.exponent).quantize(Decimal(1).scaleb(-self.exponent))
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,21 @@ def finance_months(*, organization: Organization) -> list[Month]:
         rows = cursor.fetchall()
     if not rows:
         return []
+    exponent = minor_unit_exponent(organization.currency)
     flows: dict[dt.date, dict[str, Figure]] = {}
     for month, bucket, credits, money in rows:
-        flows.setdefault(month, {})[bucket] = Figure(int(credits), Decimal(money))
+        flows.setdefault(month, {})[bucket] = Figure(int(credits), Decimal(money), exponent)
     months, month = [], rows[0][0]
     last = rows[-1][0]
-    balance = Figure(0, Decimal(0))
-    zero = Figure(0, Decimal(0))
+    balance = Figure(0, Decimal(0), exponent)
+    zero = Figure(0, Decimal(0), exponent)
     while month <= last:
         got = flows.get(month, {})
         signed = {bucket: got.get(bucket, zero) for bucket in BUCKETS}
         closing = Figure(
             balance.credits + sum(f.credits for f in signed.values()),
             balance.money + sum((f.money for f in signed.values()), Decimal(0)),
+            exponent,
         )
         # Outflows are stored as the entries' negative sums: shown as positive figures.
         months.append(
@@ -118,9 +123,9 @@ def finance_months(*, organization: Organization) -> list[Month]:
                 month=month,
                 opening=balance,
                 added=signed["added"],
-                consumed=Figure(-signed["consumed"].credits, -signed["consumed"].money),
-                expired=Figure(-signed["expired"].credits, -signed["expired"].money),
-                revoked=Figure(-signed["revoked"].credits, -signed["revoked"].money),
+                consumed=Figure(-signed["consumed"].credits, -signed["consumed"].money, exponent),
+                expired=Figure(-signed["expired"].credits, -signed["expired"].money, exponent),
+                revoked=Figure(-signed["revoked"].credits, -signed["revoked"].money, exponent),
                 closing=closing,
             )
         )

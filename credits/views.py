@@ -1,5 +1,6 @@
 import csv
 import datetime as dt
+import zoneinfo
 from collections.abc import Iterator
 
 from django import forms
@@ -199,7 +200,8 @@ def finance_csv(request: HttpRequest) -> HttpResponse:
     months = finance_months(organization=request.organization)
     currency = request.organization.currency
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    stamp = timezone.localdate().isoformat()
+    zone = zoneinfo.ZoneInfo(request.organization.time_zone)
+    stamp = timezone.localdate(timezone=zone).isoformat()
     response["Content-Disposition"] = f'attachment; filename="credit-finance-{stamp}.csv"'
     writer = csv.writer(response)
     header = ["month"]

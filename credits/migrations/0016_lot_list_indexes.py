@@ -1,5 +1,6 @@
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
+
+from config.migration_operations import AddIndexConcurrentlyResumable
 
 PAST = models.Q(("expired_at__isnull", True), ("revoked_at__isnull", True), _negated=True)
 
@@ -14,7 +15,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
+        AddIndexConcurrentlyResumable(
             model_name="lot",
             index=models.Index(
                 condition=models.Q(("expired_at__isnull", True), ("revoked_at__isnull", True)),
@@ -22,7 +23,7 @@ class Migration(migrations.Migration):
                 name="lot_current_in_order",
             ),
         ),
-        AddIndexConcurrently(
+        AddIndexConcurrentlyResumable(
             model_name="lot",
             index=models.Index(
                 condition=PAST,

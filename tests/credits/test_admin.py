@@ -173,3 +173,10 @@ def test_a_search_by_organization_name_reads_the_entries_by_account(
     assert response.context["cl"].result_list
     listing = [sql for sql in queries if 'FROM "credits_ledgerentry"' in sql and "LIMIT" in sql]
     assert listing and all('"accounts_organization"."name"' not in sql for sql in listing)
+
+
+@pytest.mark.parametrize("model", [LedgerEntry, Lot, LedgerTransaction], ids=lambda m: m.__name__)
+def test_a_search_of_only_spaces_lists_everything_plainly(support, organization, model):
+    _history(organization)
+    response, _ = open_list(support, model, {"q": "   "})
+    assert response.status_code == 200 and list(response.context["cl"].result_list)

@@ -184,3 +184,17 @@ def test_the_page_and_the_csv_show_the_months(organization, admin_client, outsid
     assert csv[1] == "2026-03,0,0.00,3,10.00,1,3.33,0,0.00,0,0.00,2,6.67"
     empty = outsider_client.get(reverse("credits:finance")).content.decode()
     assert "Nothing to report yet" in empty
+
+
+def test_money_is_shown_in_each_currencys_own_units(db, admin_client, organization):
+    from credits.finance import Figure
+
+    assert Figure(1, Decimal(1000), 0).money_major == Decimal(1000)  # yen: no decimals
+    assert Figure(1, Decimal(1234), 3).money_major == Decimal("1.234")  # dinars: three
+    organization.currency = "JPY"
+    organization.save()
+    at = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
+    with time_machine.travel(at, tick=False):
+        _bought(organization, 4, 1_000, at)  # ¥1,000 for 4 credits
+    csv = admin_client.get(reverse("credits:finance_csv")).content.decode().splitlines()
+    assert csv[1] == "2026-03,0,0,4,1000,0,0,0,0,0,0,4,1000"

@@ -296,3 +296,27 @@ def test_a_seat_given_back_and_forth_is_emailed_and_reminded_each_time(
     seat = Enrollment.objects.get()
     turnover.start_reminders_send(now=seat.created_at + dt.timedelta(days=3, hours=1))
     assert OutboxMessage.objects.filter(kind=turnover.REMINDER, recipient="ben@acme.test").exists()
+
+
+def test_an_invitation_is_not_given_to_someone_done_with_the_course(
+    organization, admin, manager, manager_client
+):
+    from training.invitations import services as invitations
+    from training.models import Assignment
+
+    managed, sent = _invitation(organization, admin, manager)
+    Assignment.objects.create(
+        organization=organization, level=sent.level, course=sent.course, email="ben@x.test",
+        manager=manager, status=Assignment.Status.COMPLETED,
+    )  # fmt: skip
+    with pytest.raises(invitations.InvitationRefused, match="done with"):
+        invitations.invitation_replace(
+            assignment=sent, email="ben@x.test", expected_email="ana@x.test"
+        )
+    # From the two-week list, the manager lands back on it.
+    response = manager_client.post(
+        reverse("training:invitation_replace", args=[sent.pk]),
+        {"email": "cy@x.test", "expected": "ana@x.test", "stale": "1"},
+    )
+    url = reverse("training:managed_course", args=[managed.pk])
+    assert response["Location"] == f"{url}?stale=1"

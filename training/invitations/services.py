@@ -309,9 +309,13 @@ def invitation_replace(*, assignment: Assignment, email: str, expected_email: st
                 Assignment.Status.INVITED,
                 Assignment.Status.ACCEPTED,
                 Assignment.Status.STARTED,
+                Assignment.Status.COMPLETED,
             ],
         ).exists():
-            raise InvitationRefused(f"{email} is already invited to or taking {assignment.course}.")
+            # As invite() refuses them: one person never ties up a second credit for a course.
+            raise InvitationRefused(
+                f"{email} is already invited to, taking or done with {assignment.course}."
+            )
         now = timezone.now()
         assignment.replaced_tokens = [*assignment.replaced_tokens, assignment.token]
         assignment.token = uuid.uuid4()

@@ -6,7 +6,7 @@ import uuid
 from django.contrib import messages
 from django.contrib.auth import login
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -148,8 +148,13 @@ def _back_to_course(request: HttpRequest, invitation: Assignment) -> HttpRespons
         return redirect("training:my_courses")
     # Back to the page of the list the manager acted from.
     url = reverse("training:managed_course", args=[manager.pk])
+    query = QueryDict(mutable=True)
+    if request.POST.get("stale") == "1":
+        query["stale"] = "1"
     number = _page_number(request.POST)
-    return redirect(url if number == 1 else f"{url}?page={number}")
+    if number > 1:
+        query["page"] = str(number)
+    return redirect(f"{url}?{query.urlencode()}" if query else url)
 
 
 @require_POST

@@ -1,6 +1,7 @@
 from django.conf import settings
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
+
+from config.migration_operations import AddIndexConcurrentlyResumable
 
 
 class Migration(migrations.Migration):
@@ -17,14 +18,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
+        AddIndexConcurrentlyResumable(
             model_name="assignment",
             index=models.Index(
                 fields=["organization", "manager", "course", "-created_at", "-id"],
                 name="assignment_manager_newest",
             ),
         ),
-        AddIndexConcurrently(
+        AddIndexConcurrentlyResumable(
             model_name="trainingplan",
             index=models.Index(
                 fields=["organization", "-created_at", "-id"], name="plan_org_newest"
