@@ -1,4 +1,5 @@
-"""A concurrent index migration stopped halfway can be run again (config/migration_operations.py)."""
+"""A concurrent index migration stopped halfway can be run again
+(config/migration_operations.py)."""
 
 import pytest
 from django.db import connection
