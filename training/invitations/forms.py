@@ -101,4 +101,12 @@ class ReplaceInvitationForm(forms.Form):
         error_messages={"required": "Enter the email address of the person to invite instead."},
     )
     expected = forms.CharField(max_length=254, strip=True)
+
+
+class LearnersListForm(forms.Form):
+    """Which part of a manager's learners list: its page, and whether only the invitations
+    not started for two weeks. Read from the query string, and from the row forms posted
+    from that list (so an action returns to where the manager was)."""
+
     page = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    stale = forms.BooleanField(required=False)

@@ -17,12 +17,11 @@ from accounts.decorators import member_required
 from accounts.models import User
 from credits.services import CreditsError, InsufficientCredits
 from training.models import Assignment, CourseManager, CreditRequest, Participant
-from training.plans.forms import PageForm
 from training.plans.turnover import NOT_STARTED_AFTER
 
 from . import joining, selectors
 from . import services as invitations
-from .forms import AcceptForm, InviteForm, ReplaceInvitationForm, ResendForm
+from .forms import AcceptForm, InviteForm, LearnersListForm, ReplaceInvitationForm, ResendForm
 from .joining import AccountExists
 
 # Invitations per page of a manager's course: a course taught for years is pages, newest
@@ -30,9 +29,12 @@ from .joining import AccountExists
 INVITATIONS_PER_PAGE = 50
 
 
-def _page_number(data) -> int:
-    form = PageForm(data)
-    return (form.cleaned_data.get("page") if form.is_valid() else None) or 1
+def _learners_list(data) -> tuple[int, bool]:
+    """(page, only the invitations not started for two weeks); anything odd: page 1, all."""
+    form = LearnersListForm(data)
+    if not form.is_valid():
+        return 1, False
+    return form.cleaned_data["page"] or 1, form.cleaned_data["stale"]
 
 
 @never_cache
@@ -66,14 +68,14 @@ def managed_course(request: HttpRequest, pk: int) -> HttpResponse:
         .select_related("level")
         .order_by("-created_at", "-pk")
     )
-    stale = request.GET.get("stale") == "1"
+    number, stale = _learners_list(request.GET)
     if stale:
         # Not started for two weeks: invitations still waiting 14 days after being sent.
         invitations = invitations.filter(
             status=Assignment.Status.INVITED,
             created_at__lte=timezone.now() - NOT_STARTED_AFTER,
         )
-    page = Paginator(invitations, INVITATIONS_PER_PAGE).get_page(_page_number(request.GET))
+    page = Paginator(invitations, INVITATIONS_PER_PAGE).get_page(number)
     return render(
         request,
         "training/managed_course.html",
@@ -149,9 +151,9 @@ def _back_to_course(request: HttpRequest, invitation: Assignment) -> HttpRespons
     # Back to the page of the list the manager acted from.
     url = reverse("training:managed_course", args=[manager.pk])
     query = QueryDict(mutable=True)
-    if request.POST.get("stale") == "1":
+    number, stale = _learners_list(request.POST)
+    if stale:
         query["stale"] = "1"
-    number = _page_number(request.POST)
     if number > 1:
         query["page"] = str(number)
     return redirect(f"{url}?{query.urlencode()}" if query else url)
