@@ -35,6 +35,8 @@ from accounts.models import Organization
 from billing.currencies import minor_unit_exponent
 from config.db_router import REPLICA_DB_ALIAS, reading_from_replica
 
+from . import rules
+
 BUCKETS = ("added", "consumed", "expired", "revoked")
 
 _MONTHS_SQL = """
@@ -48,18 +50,22 @@ WITH cost AS (
 ), entries AS (
     SELECT date_trunc('month', e.created_at AT TIME ZONE %(zone)s)::date AS month,
            CASE
-               WHEN t.kind IN ('grant', 'goodwill') OR (t.kind = 'adjust' AND e.quantity > 0)
-                   THEN 'added'
-               WHEN t.kind IN ('redeem', 'capture', 'reverse') THEN 'consumed'
+               -- An adjustment goes either way: its gains came in, its losses left.
+               WHEN t.kind = 'adjust' THEN CASE WHEN e.quantity > 0 THEN 'added' ELSE 'revoked' END
+               WHEN t.kind = ANY(%(bought)s) THEN 'added'
+               WHEN t.kind = ANY(%(used)s) THEN 'consumed'
                WHEN t.kind = 'expire' THEN 'expired'
-               ELSE 'revoked'
+               WHEN t.kind = ANY(%(left)s) THEN 'revoked'
            END AS bucket,
            e.quantity,
            round(e.quantity * c.paid / c.quantity, 6) AS money
     FROM credits_ledgerentry e
     JOIN credits_ledgertransaction t ON t.id = e.transaction_id
     JOIN cost c ON c.id = e.lot_id
-    WHERE t.organization_id = %(organization)s AND t.kind <> 'transfer'
+    -- The other kinds write no entries (holds, releases, extensions), or entries that net
+    -- to zero for the organization (transfers).
+    WHERE t.organization_id = %(organization)s
+      AND t.kind = ANY(%(counted)s)
 )
 SELECT month, bucket, SUM(quantity), SUM(money) FROM entries GROUP BY month, bucket
 ORDER BY month
@@ -96,7 +102,20 @@ def finance_months(*, organization: Organization) -> list[Month]:
     alias = REPLICA_DB_ALIAS if reading_from_replica() else "default"
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            _MONTHS_SQL, {"organization": organization.pk, "zone": organization.time_zone}
+            _MONTHS_SQL,
+            {
+                "organization": organization.pk,
+                "zone": organization.time_zone,
+                # The kind groups of credits/rules.py, the same as every other figure's.
+                "bought": list(rules.BOUGHT_KINDS),
+                "used": list(rules.USED_KINDS),
+                "left": list(rules.EXPIRED_OR_REVOKED_KINDS),
+                "counted": [
+                    *rules.BOUGHT_KINDS,
+                    *rules.USED_KINDS,
+                    *rules.EXPIRED_OR_REVOKED_KINDS,
+                ],
+            },
         )
         rows = cursor.fetchall()
     if not rows:
