@@ -208,6 +208,7 @@ def overview(request: HttpRequest) -> HttpResponse:
             for p in plans
             if p.interval == subscription.plan.interval and p.rank > subscription.plan.rank
         ]
+    auto = AutoTopUp.objects.filter(organization=organization).first()
     context = {
         "balance": credit_selectors.organization_balance(organization=organization),
         "subscription": subscription,
@@ -224,8 +225,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         # key, which Stripe refuses to reuse for another plan.
         "subscribe_choices": [(plan, uuid.uuid4()) for plan in plans],
         "simulated": stripe_gateway.simulated(),
-        "auto_top_up": AutoTopUp.objects.filter(organization=organization).first(),
-        "auto_bought": autotopup.bought_this_month(organization=organization),
+        "auto_top_up": auto,
+        "auto_bought": autotopup.bought_this_month(organization=organization) if auto else 0,
     }
     return render(request, "billing/overview.html", context)
 
