@@ -165,20 +165,19 @@ class LargeTableAdmin(admin.ModelAdmin):
                 if len(rows) <= self.search_ids_limit:
                     return queryset.filter(pk__in=rows), duplicates
                 return matching, duplicates
-        for bit in bits:
+        else:
+            found = None
+        for n, bit in enumerate(bits):
             term = Q()
             for field in fields:
-                term |= self._search_one(queryset, field, bit)
+                if not field.endswith("organization__name"):
+                    term |= Q(**{f"{field}__icontains": bit})
+                    continue
+                # The ids looked up above, for the one-field case, are not looked up again.
+                path, ids = found[n] if found else self._ids_for(queryset, field, bit)
+                term |= Q(**{f"{field}__icontains": bit} if ids is None else {f"{path}__in": ids})
             queryset = queryset.filter(term)
         return queryset, duplicates
-
-    def _search_one(self, queryset: QuerySet, field: str, bit: str) -> Q:
-        if not field.endswith("organization__name"):
-            return Q(**{f"{field}__icontains": bit})
-        path, ids = self._ids_for(queryset, field, bit)
-        if ids is None:
-            return Q(**{f"{field}__icontains": bit})
-        return Q(**{f"{path}__in": ids})
 
     def _ids_for(self, queryset: QuerySet, field: str, bit: str) -> tuple[str, list | None]:
         """For `field` (an organization's name, reached from the listed model) and one word:
