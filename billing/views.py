@@ -347,9 +347,7 @@ def auto_top_up(request: HttpRequest) -> HttpResponse:
     setup mode), or turn it off."""
     form = forms.AutoTopUpForm(request.POST)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        messages.error(request, forms.first_error(form))
         return redirect("billing:overview")
     action = form.cleaned_data["action"]
     if action == "off":

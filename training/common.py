@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
+
 from config.errors import Refusal
 
 
@@ -23,3 +25,10 @@ def people_phrase(count: int) -> str:
 def bounded(text: str, limit: int = 255) -> str:
     """Ledger references are 255 characters; a long plan name is shortened, not refused."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def form_errors_shown(request, form) -> None:
+    """Every error of an invalid form as a message on the page it sends the user back to."""
+    for errors in form.errors.values():
+        for error in errors:
+            messages.error(request, error)

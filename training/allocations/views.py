@@ -19,6 +19,7 @@ from catalog.models import Course, Level
 from credits import selectors as credit_selectors
 from credits.models import Account
 from credits.services import CreditsError, InsufficientCredits
+from training.common import form_errors_shown
 from training.models import CourseManager, CreditRequest
 
 from . import requests, services
@@ -245,9 +246,7 @@ def credit_request_create(request: HttpRequest, pk: int) -> HttpResponse:
     )
     form = CreditRequestForm(request.POST)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        form_errors_shown(request, form)
         return redirect("training:managed_course", manager.pk)
     try:
         asked = requests.credit_request_create(
@@ -276,9 +275,7 @@ def credit_request_answer(request: HttpRequest, pk: int) -> HttpResponse:
     get_object_or_404(CreditRequest, pk=pk, organization=request.organization)
     form = CreditRequestAnswerForm(request.POST)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        form_errors_shown(request, form)
         return redirect("dashboard")
     decision, note = form.cleaned_data["decision"], form.cleaned_data["note"]
     answer = {"request_id": pk, "organization": request.organization, "actor": request.user}

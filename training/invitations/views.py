@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.decorators import member_required
 from accounts.models import User
 from credits.services import CreditsError, InsufficientCredits
+from training.common import form_errors_shown
 from training.models import Assignment, CourseManager, CreditRequest, Participant
 from training.plans.turnover import NOT_STARTED_AFTER
 
@@ -104,9 +105,7 @@ def invite(request: HttpRequest, pk: int) -> HttpResponse:
     manager = _managed(request, pk)
     form = InviteForm(request.POST, course=manager.course)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        form_errors_shown(request, form)
         return redirect("training:managed_course", manager.pk)
     try:
         result = invitations.invite(
@@ -192,9 +191,7 @@ def invitation_replace(request: HttpRequest, pk: int) -> HttpResponse:
     invitation = _my_invitation(request, pk)
     form = ReplaceInvitationForm(request.POST)
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        form_errors_shown(request, form)
         return _back_to_course(request, invitation)
     old = invitation.email
     try:
